@@ -124,3 +124,15 @@ class InvokeTimeout(RuntimeApiError):
 
 class RuntimeShuttingDown(RuntimeApiError):
     """A pending external ``/next`` is released at shutdown (R07)."""
+
+
+# --- Start-up ------------------------------------------------------------------------------
+
+
+class ListenError(LambdaTxError):
+    """A listener could not be opened at start (exit 69): ``address`` and the OS ``reason``."""
+
+    def __init__(self, address: str, reason: str):
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+        self.reason = reason
