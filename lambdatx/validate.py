@@ -75,7 +75,7 @@ _INVOCATION_TYPE_ENUM = "Member must satisfy enum value set: [Event, RequestResp
 _LOG_TYPE_ENUM = "Member must satisfy enum value set: [None, Tail]"
 _CLIENT_CONTEXT_INVALID = "Client context must be a valid Base64-encoded JSON object."
 _CLIENT_CONTEXT_TOO_LONG = f"Client context must be at most {MAX_CLIENT_CONTEXT_BYTES} bytes."
-_COGNITO_INVALID = (
+COGNITO_IDENTITY_INVALID = (
     f"Cognito identity must be a JSON object of at most {MAX_COGNITO_IDENTITY_BYTES} bytes."
 )
 _QUALIFIER_CONFLICT = (
@@ -306,7 +306,7 @@ def check_cognito_identity(value: str | None) -> str | None:
     if len(value.encode("utf-8", "surrogatepass")) > MAX_COGNITO_IDENTITY_BYTES or not (
         _is_json_object(value)
     ):
-        raise InvalidRequestContentException(_COGNITO_INVALID)
+        raise InvalidRequestContentException(COGNITO_IDENTITY_INVALID)
     return value
 
 
