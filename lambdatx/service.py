@@ -1,0 +1,198 @@
+"""
+``make_service(config, reactor)``: the whole daemon as one Service, built from its parts.
+
+Shutdown order (lifecycle.md §6), written down once in :meth:`LambdaTxService._stop`:
+stop intake (close the Invoke API port, refuse new invocations, drain idle instances), let
+running invocations finish within the grace, then answer what is still queued, TERM and KILL
+the remaining instances, release external polls, close the Runtime API listeners.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from .dispatcher import Dispatcher
+from .errors import ListenError
+from .httpserver import LambdaSite, raw_response
+from .instance import EXIT_GRACE, ExternalRuntimes
+from .invoke_api import InvokeApi, invoke_body_limit, invoke_too_large_response
+from .launcher import Launcher
+from .process import OutputSink
+from .reports import Reports
+from .runtime_api import runtime_site
+
+_PHRASES = {413: b"Request Entity Too Large"}
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class LambdaTxService(MultiService):
+    log = Logger()
+
+    def __init__(self, config, reactor, stdout=None, stderr=None):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.stdout = stdout if stdout is not None else OutputSink(reactor, 1)
+        self.stderr = stderr if stderr is not None else OutputSink(reactor, 2)
+        self.reports = Reports(config, write=self.stdout.write)
+        self.launcher = Launcher(config, reactor, self.stdout, self.stderr)
+        self.dispatcher = Dispatcher(
+            config, reactor, self.launcher.new_instance, self.reports
+        )
+        self.external = ExternalRuntimes(self.dispatcher)
+        self.invoke_api = InvokeApi(config, self.dispatcher)
+        self.invoke_port = None
+        self.runtime_port = None
+        self._listen_error: ListenError | None = None
+        self._ready_waiters: list[defer.Deferred] = []
+        self._finished_waiters: list[defer.Deferred] = []
+        self._grace_cut: defer.Deferred | None = None
+        self._stopping = False
+
+    # --- start ------------------------------------------------------------------------------
+
+    def _invoke_site(self) -> LambdaSite:
+        config = self.config
+
+        def on_too_large(request, length):
+            status, headers, body = invoke_too_large_response(config, request, length)
+            return raw_response(status, _PHRASES.get(status, b"Error"), headers, body)
+
+        return LambdaSite(
+            self.invoke_api.app.resource(),
+            body_limit=lambda request: invoke_body_limit(config, request),
+            on_too_large=on_too_large,
+        )
+
+    def _listen(self, host: str, port: int, site):
+        try:
+            listening = self.reactor.listenTCP(port, site, interface=host)
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError or e)
+            raise ListenError(_address(host, port), str(reason).lower())
+        self.log.info(
+            "listening on {address}", address=_address(host, listening.getHost().port)
+        )
+        return listening
+
+    def startService(self):
+        super().startService()
+        config = self.config
+        try:
+            self.runtime_port = self._listen(
+                config.runtime_api_host,
+                config.runtime_api_port,
+                runtime_site(self.external, config),
+            )
+            self.invoke_port = self._listen(
+                config.invoke_api_host, config.port, self._invoke_site()
+            )
+        except ListenError as e:
+            self.log.critical("cannot listen on {address}: {reason}", address=e.address, reason=e.reason)
+            self._listen_error = e
+            if self.runtime_port is not None:
+                self.runtime_port.stopListening()
+                self.runtime_port = None
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            self._fire_ready(d)
+
+    def _fire_ready(self, d: defer.Deferred) -> None:
+        if self._listen_error is not None:
+            d.errback(self._listen_error)
+        else:
+            d.callback(self)
+
+    def when_ready(self) -> defer.Deferred:
+        """Fires with the service once listening, or fails with ListenError."""
+        d: defer.Deferred = defer.Deferred()
+        if self.running:
+            self._fire_ready(d)
+        else:
+            self._ready_waiters.append(d)
+        return d
+
+    def when_finished(self) -> defer.Deferred:
+        """Fires with an exit code when the daemon decides to end on its own."""
+        d: defer.Deferred = defer.Deferred()
+        self._finished_waiters.append(d)
+        return d
+
+    def finish(self, code: int) -> None:
+        waiters, self._finished_waiters = self._finished_waiters, []
+        for d in waiters:
+            d.callback(code)
+
+    # --- stop -------------------------------------------------------------------------------
+
+    def skip_grace(self) -> None:
+        """A second signal: end the grace period now."""
+        cut, self._grace_cut = self._grace_cut, None
+        if cut is not None and not cut.called:
+            cut.callback(None)
+
+    def stopService(self):
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        dispatcher = self.dispatcher
+        # 1-2. Stop intake.
+        if self.invoke_port is not None:
+            await defer.maybeDeferred(self.invoke_port.stopListening)
+        dispatcher.stop_intake()
+        # 3-4. Let running invocations finish within the grace.
+        self._grace_cut = defer.Deferred()
+        deadline = self.reactor.seconds() + self.config.shutdown_grace
+        while self._grace_cut is not None and self.reactor.seconds() < deadline:
+            if dispatcher.running_count() == 0 and (
+                not dispatcher.queue or not dispatcher.instances
+            ):
+                break
+            await _first(self._grace_cut, task.deferLater(self.reactor, 0.05, lambda: None))
+        self._grace_cut = None
+        # 5. Grace over.
+        dispatcher.drop_queued()
+        for instance in list(dispatcher.instances):
+            instance.terminate_for_shutdown()
+        self.external.release_polls()
+        # Wait for every group to be gone (TERM, then KILL after EXIT_GRACE).
+        deadline = self.reactor.seconds() + EXIT_GRACE + 1.0
+        while dispatcher.instances and self.reactor.seconds() < deadline:
+            await task.deferLater(self.reactor, 0.02, lambda: None)
+        for instance in list(dispatcher.instances):
+            self.log.warn("runtime still alive at exit: {instance}", instance=repr(instance))
+            if instance.process is not None:
+                instance.process.kill()
+        # 6. Close the remaining listeners.
+        if self.runtime_port is not None:
+            await defer.maybeDeferred(self.runtime_port.stopListening)
+        await self.stdout.flushed()
+        await defer.maybeDeferred(super().stopService)
+
+
+async def _first(*ds: defer.Deferred) -> None:
+    """Wait for the first of ``ds`` without consuming the others' results."""
+    waiter: defer.Deferred = defer.Deferred()
+
+    def fire(_):
+        if not waiter.called:
+            waiter.callback(None)
+        return _
+
+    for d in ds:
+        d.addBoth(fire)
+    await waiter
+
+
+def make_service(config, reactor, **parts) -> LambdaTxService:
+    """The whole daemon; ``parts`` may replace ``stdout``/``stderr`` output sinks in tests."""
+    return LambdaTxService(config, reactor, **parts)
