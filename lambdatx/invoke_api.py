@@ -54,6 +54,8 @@ TENANT_ID = b"x-amz-tenant-id"
 COGNITO_IDENTITY = b"x-lambdatx-cognito-identity"
 CONTENT_ENCODING = b"content-encoding"
 CONTENT_LENGTH = b"content-length"
+_RESPONSE_LENGTH = b"Content-Length"
+_ZERO = [b"0"]
 
 _EVENT = EVENT.encode("ascii")
 _DRY_RUN = DRY_RUN.encode("ascii")
@@ -213,7 +215,10 @@ class InvokeApi:
         set_header = request.responseHeaders.setRawHeaders
         for name, value in outcome_headers(outcome, config):
             set_header(name, [value])
-        return outcome.body
+        body = outcome.body
+        # A known length spares the caller chunked decoding (twisted.web chunks otherwise).
+        set_header(_RESPONSE_LENGTH, [b"%d" % len(body)])
+        return body
 
     def _event_finished(self, outcome: Outcome, request_id: str) -> None:
         if outcome.function_error:
@@ -295,6 +300,7 @@ def _error(request: Request, error: ServiceError, allow: bytes = b"POST") -> byt
     set_header = request.responseHeaders.setRawHeaders
     for name, value in headers:
         set_header(name, [value])
+    set_header(_RESPONSE_LENGTH, [b"%d" % len(body)])
     return body
 
 
@@ -302,16 +308,19 @@ def _empty(request: Request, status: int) -> bytes:
     request.setResponseCode(status)
     # No body, so no Content-Type (twisted.web would add text/html).
     request.defaultContentType = None
+    if status != 204:
+        request.responseHeaders.setRawHeaders(_RESPONSE_LENGTH, _ZERO)
     return b""
 
 
 def _plain(request: Request, ok: bool) -> bytes:
     _assign_request_id(request)
     request.responseHeaders.setRawHeaders(b"content-type", _TEXT_PLAIN)
-    if ok:
-        return b"OK"
-    request.setResponseCode(503)
-    return b"Service Unavailable"
+    body = b"OK" if ok else b"Service Unavailable"
+    if not ok:
+        request.setResponseCode(503)
+    request.responseHeaders.setRawHeaders(_RESPONSE_LENGTH, [b"%d" % len(body)])
+    return body
 
 
 def _method(request: Request) -> str:
