@@ -381,11 +381,20 @@ class RuntimeProcess:
         if self.pid is not None and not self.has_exited:
             self._killpg(sig)
 
-    def _killpg(self, sig: int) -> None:
+    def _killpg(self, sig: int, alone_if_no_group: bool = True) -> None:
+        assert self.pid is not None
         try:
-            os.killpg(self.pid, sig)  # type: ignore[arg-type]
+            os.killpg(self.pid, sig)
         except ProcessLookupError:
-            pass
+            if not alone_if_no_group:
+                return
+            # No such group yet: the trampoline has not called setsid, so it has no
+            # descendants either. Signal it alone: until we hear of its exit it is not
+            # reaped, so the pid is still its own.
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         """SIGKILL the group."""
@@ -436,7 +445,7 @@ class RuntimeProcess:
     def _exited(self, status: ExitStatus) -> None:
         # Grandchildren holding the pipes must not outlive the main process. The group id
         # stays valid while any member lives, and is not reused before they are all gone.
-        self._killpg(signal.SIGKILL)
+        self._killpg(signal.SIGKILL, alone_if_no_group=False)  # the pid is reaped already
         self.has_exited = True
         if self._kill_timer is not None and self._kill_timer.active():
             self._kill_timer.cancel()
