@@ -228,7 +228,9 @@ class InvokeApi:
                 error_type=outcome.error_type,
             )
         else:
-            self.log.info("event invocation succeeded request_id={request_id}", request_id=request_id)
+            self.log.info(
+                "event invocation succeeded request_id={request_id}", request_id=request_id
+            )
 
     def _event_failed(self, failure: Failure, request_id: str) -> None:
         if failure.check(ServiceError):
@@ -270,12 +272,16 @@ class InvokeApi:
         if isinstance(exception, MethodNotAllowed) and (
             self._config.enable_openfaas or request.path not in _OPENFAAS_PATHS
         ):
-            self.log.debug("method not allowed {method} {path}", method=_method(request), path=_path(request))
+            self.log.debug(
+                "method not allowed {method} {path}", method=_method(request), path=_path(request)
+            )
             error = UnknownOperationException(_method(request), _path(request), allowed=True)
             allow = ", ".join(exception.valid_methods or ("POST",)).encode("ascii")
             return _error(request, error, allow)
         # NotFound, and whatever else routing raises (a redirect would be a lie here).
-        self.log.debug("unknown route {method} {path}", method=_method(request), path=_path(request))
+        self.log.debug(
+            "unknown route {method} {path}", method=_method(request), path=_path(request)
+        )
         return _error(request, UnknownOperationException(_method(request), _path(request)))
 
     @app.handle_errors(Exception)
@@ -329,4 +335,3 @@ def _method(request: Request) -> str:
 
 def _path(request: Request) -> str:
     return request.path.decode("latin-1")
-

@@ -51,7 +51,9 @@ _FUNCTION_NAME_RE = re.compile(
 )
 QUALIFIER_PATTERN = "(|[a-zA-Z0-9$_-]+)"
 _QUALIFIER_RE = re.compile(r"[a-zA-Z0-9$_-]+")
-_TENANT_ID_RE = re.compile(r"[!-~]+")
+#: The AWS model's ``TenantId`` pattern (botocore lambda 2015-03-31), quoted in messages.
+TENANT_ID_PATTERN = r"[a-zA-Z0-9\._:\/=+\-@ ]+"
+_TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 MAX_ARN_LENGTH = 256
@@ -131,9 +133,7 @@ def _match_function_name(raw: str) -> re.Match[str]:
     return match
 
 
-def _check_scope(
-    match: re.Match[str], partition: str, region: str, account_id: str
-) -> None:
+def _check_scope(match: re.Match[str], partition: str, region: str, account_id: str) -> None:
     """Raise E05 when the ARN's partition, region or account is not ours."""
     sent_partition = (match["partition"] or "") if match["arn"] else partition
     sent_region = match["region"] or region
@@ -143,9 +143,7 @@ def _check_scope(
         raise function_not_found(arn, match["qualifier"])
 
 
-def parse_function_name(
-    raw: str, region: str, account_id: str, partition: str
-) -> FunctionName:
+def parse_function_name(raw: str, region: str, account_id: str, partition: str) -> FunctionName:
     """
     Parse a percent-decoded ``{FunctionName}`` for a server that serves any name (the gateway).
 
@@ -261,18 +259,23 @@ def check_content_encoding(value: str | None) -> None:
 
 
 def check_tenant_id(value: str | None) -> str | None:
-    """``X-Amz-Tenant-Id``: 1-256 visible ASCII characters (E03, member ``tenantId``)."""
+    """
+    ``X-Amz-Tenant-Id``: 1-256 characters of the AWS model's pattern (E03, member ``tenantId``).
+
+    The spec says "visible ASCII"; AWS's model is both narrower (letters, digits, ``._:/=+-@``)
+    and wider (space), and AWS wins.
+    """
     if value is None:
         return None
     if not value:
         raise ValidationException.for_value(value, "tenantId", _min_length(1))
     if len(value) > MAX_TENANT_ID_LENGTH:
-        raise ValidationException.for_value(
-            value, "tenantId", _max_length(MAX_TENANT_ID_LENGTH)
-        )
+        raise ValidationException.for_value(value, "tenantId", _max_length(MAX_TENANT_ID_LENGTH))
     if _TENANT_ID_RE.fullmatch(value) is None:
         raise ValidationException.for_value(
-            value, "tenantId", "Member must satisfy regular expression pattern: [!-~]+"
+            value,
+            "tenantId",
+            "Member must satisfy regular expression pattern: " + TENANT_ID_PATTERN,
         )
     return value
 

@@ -53,7 +53,9 @@ class _Shape:
 
     __slots__ = ("status", "fault", "member", "typed")
 
-    def __init__(self, status: int, fault: str = "User", member: str = "message", typed: bool = True):
+    def __init__(
+        self, status: int, fault: str = "User", member: str = "message", typed: bool = True
+    ):
         self.status = status
         self.fault = fault
         self.member = member
@@ -132,9 +134,11 @@ def outcome_headers(outcome: Outcome, config: Config) -> Headers:
         (EXECUTED_VERSION, config.function_version.encode("utf-8")),
         (
             CONTENT_TYPE,
-            APPLICATION_JSON
-            if not outcome.content_type or outcome.content_type == JSON
-            else outcome.content_type.encode("utf-8"),
+            (
+                APPLICATION_JSON
+                if not outcome.content_type or outcome.content_type == JSON
+                else outcome.content_type.encode("utf-8")
+            ),
         ),
     ]
     if outcome.function_error:

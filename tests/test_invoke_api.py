@@ -62,8 +62,11 @@ def call(treq, method, url, body=b"", headers=None):
     """Make a request through StubTreq; return (response, body bytes)."""
     results = []
     d = treq.request(method, url, data=body, headers=headers or {})
-    d.addCallback(lambda response: response.content().addCallback(
-        lambda content: results.append((response, content))))
+    d.addCallback(
+        lambda response: response.content().addCallback(
+            lambda content: results.append((response, content))
+        )
+    )
     treq.flush()
     assert results, "no response"
     return results[0]
@@ -86,7 +89,7 @@ def assert_error(response, content, status, error_type, **body):
     return document
 
 
-# --- successful invocations ------------------------------------------------------------------
+# --- successful invocations -----------------------------------------------------------------------
 
 
 def test_invoke_echo(dispatcher):
@@ -99,15 +102,20 @@ def test_invoke_echo(dispatcher):
     (invocation,) = dispatcher.submitted
     assert header(response, "x-amzn-RequestId") == invocation.request_id
     assert UUID4.fullmatch(invocation.request_id)
-    assert invocation.payload == b'{"a":1}' and not invocation.event and invocation.qualifier is None
+    assert (
+        invocation.payload == b'{"a":1}' and not invocation.event and invocation.qualifier is None
+    )
 
 
 @pytest.mark.parametrize(
     "name, query, qualifier",
     [
         ("function", "", None),
-        ("arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Aecho%3A%24LATEST", "",
-         "$LATEST"),
+        (
+            "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Aecho%3A%24LATEST",
+            "",
+            "$LATEST",
+        ),
         ("arn:aws:lambda:us-east-1:000000000000:function:echo:$LATEST", "", "$LATEST"),
         ("echo%3A%24LATEST", "", "$LATEST"),
         ("echo", "?Qualifier=%24LATEST", "$LATEST"),
@@ -115,7 +123,7 @@ def test_invoke_echo(dispatcher):
     ],
 )
 def test_invoke_name_forms(dispatcher, name, query, qualifier):
-    """Percent-encoded ARNs (as botocore sends them), aliases and ?Qualifier= reach the dispatcher."""
+    """Percent-encoded ARNs (as botocore sends them), aliases and ?Qualifier= are accepted."""
     response, _ = call(client(dispatcher), "POST", INVOKE.format(name) + query, b"{}")
     assert response.code == 200
     assert dispatcher.submitted[0].qualifier == qualifier
@@ -123,8 +131,13 @@ def test_invoke_name_forms(dispatcher, name, query, qualifier):
 
 def test_form_encoded_body_is_not_a_query(dispatcher):
     """A curl-style form-encoded body never counts as the Qualifier parameter."""
-    response, _ = call(client(dispatcher), "POST", INVOKE.format("echo"), b'"Qualifier=9"',
-                       {"Content-Type": "application/x-www-form-urlencoded"})
+    response, _ = call(
+        client(dispatcher),
+        "POST",
+        INVOKE.format("echo"),
+        b'"Qualifier=9"',
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.code == 200
     assert dispatcher.submitted[0].qualifier is None
 
@@ -135,11 +148,21 @@ def test_headers_reach_invocation(dispatcher):
     trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
     identity = '{"cognitoIdentityId":"i","cognitoIdentityPoolId":"p"}'
     dispatcher.respond = lambda inv: Outcome(b"{}").with_log_result("dGFpbA==")
-    response, _ = call(client(dispatcher), "POST", INVOKE.format("echo"), b"{}", {
-        "X-Amz-Client-Context": context, "X-Amzn-Trace-Id": trace, "X-Amz-Tenant-Id": "acme",
-        "X-Lambdatx-Cognito-Identity": identity, "X-Amz-Log-Type": "Tail",
-        "Content-Type": "binary/octet-stream", "Authorization": "AWS4-HMAC-SHA256 whatever",
-    })
+    response, _ = call(
+        client(dispatcher),
+        "POST",
+        INVOKE.format("echo"),
+        b"{}",
+        {
+            "X-Amz-Client-Context": context,
+            "X-Amzn-Trace-Id": trace,
+            "X-Amz-Tenant-Id": "acme",
+            "X-Lambdatx-Cognito-Identity": identity,
+            "X-Amz-Log-Type": "Tail",
+            "Content-Type": "binary/octet-stream",
+            "Authorization": "AWS4-HMAC-SHA256 whatever",
+        },
+    )
     assert response.code == 200
     assert header(response, "X-Amz-Log-Result") == "dGFpbA=="
     (invocation,) = dispatcher.submitted
@@ -169,8 +192,9 @@ def test_runtime_content_type(dispatcher):
 def test_event_202(dispatcher, log_events):
     """An Event invoke is submitted, answered 202 with no body, and its outcome logged."""
     dispatcher.respond = lambda inv: None
-    response, content = call(client(dispatcher), "POST", INVOKE.format("echo"), b"{}",
-                             {"X-Amz-Invocation-Type": "Event"})
+    response, content = call(
+        client(dispatcher), "POST", INVOKE.format("echo"), b"{}", {"X-Amz-Invocation-Type": "Event"}
+    )
     assert (response.code, content) == (202, b"")
     assert header(response, "Content-Type") is None
     (invocation,) = dispatcher.submitted
@@ -196,8 +220,13 @@ def test_event_outcomes_logged(dispatcher, log_events):
 
 def test_dry_run_204(dispatcher):
     """DryRun validates and answers 204 without submitting anything."""
-    response, content = call(client(dispatcher), "POST", INVOKE.format("echo"), b"not json",
-                             {"X-Amz-Invocation-Type": "DryRun"})
+    response, content = call(
+        client(dispatcher),
+        "POST",
+        INVOKE.format("echo"),
+        b"not json",
+        {"X-Amz-Invocation-Type": "DryRun"},
+    )
     assert (response.code, content) == (204, b"")
     assert UUID4.fullmatch(header(response, "x-amzn-RequestId"))
     assert dispatcher.submitted == []
@@ -206,11 +235,17 @@ def test_dry_run_204(dispatcher):
 def test_dry_run_still_validates(dispatcher):
     """DryRun with an unknown name or bad header is refused as the real invoke would be."""
     treq = client(dispatcher)
-    response, content = call(treq, "POST", INVOKE.format("nope"), b"",
-                             {"X-Amz-Invocation-Type": "DryRun"})
+    response, content = call(
+        treq, "POST", INVOKE.format("nope"), b"", {"X-Amz-Invocation-Type": "DryRun"}
+    )
     assert_error(response, content, 404, "ResourceNotFoundException")
-    response, content = call(treq, "POST", INVOKE.format("echo"), b"",
-                             {"X-Amz-Invocation-Type": "DryRun", "X-Amz-Log-Type": "All"})
+    response, content = call(
+        treq,
+        "POST",
+        INVOKE.format("echo"),
+        b"",
+        {"X-Amz-Invocation-Type": "DryRun", "X-Amz-Log-Type": "All"},
+    )
     assert_error(response, content, 400, "ValidationException")
 
 
@@ -227,14 +262,20 @@ def test_cancel_on_disconnect(dispatcher):
     assert dispatcher.cancelled == dispatcher.submitted
 
 
-# --- service errors --------------------------------------------------------------------------
+# --- service errors -------------------------------------------------------------------------------
 
 
 def test_unknown_function(dispatcher):
     """An unknown name is 404 ResourceNotFoundException with the ARN in Message."""
     response, content = call(client(dispatcher), "POST", INVOKE.format("nope"), b"{}")
-    assert_error(response, content, 404, "ResourceNotFoundException", Type="User",
-                 Message="Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope")
+    assert_error(
+        response,
+        content,
+        404,
+        "ResourceNotFoundException",
+        Type="User",
+        Message="Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope",
+    )
     assert dispatcher.submitted == []
 
 
@@ -247,13 +288,20 @@ def test_unknown_function(dispatcher):
         (INVOKE.format("echo:9"), {}, 404, "ResourceNotFoundException"),
         (INVOKE.format("echo"), {"X-Amz-Invocation-Type": "Async"}, 400, "ValidationException"),
         (INVOKE.format("echo"), {"X-Amz-Log-Type": "Full"}, 400, "ValidationException"),
-        (INVOKE.format("echo"), {"X-Amz-Tenant-Id": "a b"}, 400, "ValidationException"),
-        (INVOKE.format("echo"), {"X-Amz-Client-Context": "!!"}, 400,
-         "InvalidRequestContentException"),
-        (INVOKE.format("echo"), {"X-Lambdatx-Cognito-Identity": "[]"}, 400,
-         "InvalidRequestContentException"),
-        (INVOKE.format("echo"), {"Content-Encoding": "gzip"}, 415,
-         "UnsupportedMediaTypeException"),
+        (INVOKE.format("echo"), {"X-Amz-Tenant-Id": "a;b"}, 400, "ValidationException"),
+        (
+            INVOKE.format("echo"),
+            {"X-Amz-Client-Context": "!!"},
+            400,
+            "InvalidRequestContentException",
+        ),
+        (
+            INVOKE.format("echo"),
+            {"X-Lambdatx-Cognito-Identity": "[]"},
+            400,
+            "InvalidRequestContentException",
+        ),
+        (INVOKE.format("echo"), {"Content-Encoding": "gzip"}, 415, "UnsupportedMediaTypeException"),
     ],
 )
 def test_refusals(dispatcher, url, headers, status, error_type):
@@ -268,29 +316,52 @@ def test_refusals(dispatcher, url, headers, status, error_type):
 def test_body_not_json(dispatcher):
     """A non-JSON body is 400 InvalidRequestContentException with the parser detail."""
     response, content = call(client(dispatcher), "POST", INVOKE.format("echo"), b"hello")
-    assert_error(response, content, 400, "InvalidRequestContentException", message=(
-        "Could not parse request body into json: Could not parse payload into json: "
-        "Expecting value: line 1 column 1 (char 0)"))
+    assert_error(
+        response,
+        content,
+        400,
+        "InvalidRequestContentException",
+        message=(
+            "Could not parse request body into json: Could not parse payload into json: "
+            "Expecting value: line 1 column 1 (char 0)"
+        ),
+    )
 
 
 def test_body_too_large(dispatcher):
     """Bodies over the limit of their invocation type are 413 with the configured numbers."""
     treq = client(dispatcher, replace(CONFIG, max_request_bytes=10, max_event_bytes=4))
     response, content = call(treq, "POST", INVOKE.format("echo"), b'"0123456789"')
-    assert_error(response, content, 413, "RequestEntityTooLargeException", message=(
-        "Request must be smaller than 10 bytes for the InvokeFunction operation"))
-    response, content = call(treq, "POST", INVOKE.format("echo"), b'"abc"',
-                             {"X-Amz-Invocation-Type": "Event"})
-    assert_error(response, content, 413, "RequestEntityTooLargeException", message=(
-        "5 byte payload is too large for the Event invocation type (limit 4 bytes)"))
+    assert_error(
+        response,
+        content,
+        413,
+        "RequestEntityTooLargeException",
+        message=("Request must be smaller than 10 bytes for the InvokeFunction operation"),
+    )
+    response, content = call(
+        treq, "POST", INVOKE.format("echo"), b'"abc"', {"X-Amz-Invocation-Type": "Event"}
+    )
+    assert_error(
+        response,
+        content,
+        413,
+        "RequestEntityTooLargeException",
+        message=("5 byte payload is too large for the Event invocation type (limit 4 bytes)"),
+    )
 
 
 def test_throttled(dispatcher):
     """A synchronous refusal by the dispatcher (queue full) is 429 with Retry-After and Reason."""
     dispatcher.refuse = TooManyRequestsException()
     response, content = call(client(dispatcher), "POST", INVOKE.format("echo"), b"{}")
-    assert_error(response, content, 429, "TooManyRequestsException",
-                 Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+    assert_error(
+        response,
+        content,
+        429,
+        "TooManyRequestsException",
+        Reason="ReservedFunctionConcurrentInvocationLimitExceeded",
+    )
     assert header(response, "Retry-After") == "1"
 
 
@@ -298,15 +369,23 @@ def test_shutting_down(dispatcher):
     """An invoke during shutdown is 500 ServiceException with a capitalised Message."""
     dispatcher.refuse = ShuttingDown()
     response, content = call(client(dispatcher), "POST", INVOKE.format("echo"), b"{}")
-    assert_error(response, content, 500, "ServiceException", Type="Service",
-                 Message="Service is shutting down.")
+    assert_error(
+        response,
+        content,
+        500,
+        "ServiceException",
+        Type="Service",
+        Message="Service is shutting down.",
+    )
 
 
 @pytest.mark.allow_logged_errors.with_args(ZeroDivisionError)
 def test_internal_error(dispatcher, log_events):
     """An unexpected exception is logged once and answered as E18 naming the request id."""
+
     def boom(invocation):
         raise ZeroDivisionError()
+
     dispatcher.respond = boom
     response, content = call(client(dispatcher), "POST", INVOKE.format("echo"), b"{}")
     document = assert_error(response, content, 500, "ServiceException")
@@ -332,18 +411,23 @@ def test_internal_error(dispatcher, log_events):
 def test_unknown_operations(dispatcher, method, url, status):
     """Unknown paths are 404 and other methods on the invoke path 405, as UnknownOperation."""
     response, content = call(client(dispatcher), method, url)
-    path = url[len(BASE):]
-    assert_error(response, content, status, "UnknownOperationException",
-                 message=f"Unknown operation: {method} {path}")
+    path = url[len(BASE) :]
+    assert_error(
+        response,
+        content,
+        status,
+        "UnknownOperationException",
+        message=f"Unknown operation: {method} {path}",
+    )
     assert header(response, "Allow") == ("POST" if status == 405 else None)
     assert dispatcher.submitted == []
 
 
-# --- OpenFaaS --------------------------------------------------------------------------------
+# --- OpenFaaS -------------------------------------------------------------------------------------
 
 
 def test_openfaas_routes(dispatcher):
-    """With ENABLE_OPENFAAS, POST / invokes and the health and ready probes follow the dispatcher."""
+    """OpenFaaS: POST / invokes and the health and ready probes track the dispatcher."""
     treq = client(dispatcher, replace(CONFIG, enable_openfaas=True))
     response, content = call(treq, "POST", BASE + "/", b'{"x":2}')
     assert (response.code, content) == (200, b'{"x":2}')
@@ -358,7 +442,7 @@ def test_openfaas_routes(dispatcher):
     assert_error(response, content, 405, "UnknownOperationException")
 
 
-# --- hooks for the HTTP layer ------------------------------------------------------------------
+# --- hooks for the HTTP layer ---------------------------------------------------------------------
 
 
 class _Headers:
@@ -388,12 +472,13 @@ def test_too_large_response():
     assert status == 413
     assert (b"x-amzn-ErrorType", b"RequestEntityTooLargeException") in headers
     assert json.loads(body)["message"] == (
-        "2000000 byte payload is too large for the Event invocation type (limit 1048576 bytes)")
+        "2000000 byte payload is too large for the Event invocation type (limit 1048576 bytes)"
+    )
     status, _, body = invoke_too_large_response(CONFIG, _Request(), 7000000)
     assert json.loads(body)["message"].startswith("Request must be smaller than 6291456 bytes")
 
 
-# --- boto3 against a real listener ---------------------------------------------------------------
+# --- boto3 against a real listener ----------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
@@ -431,11 +516,17 @@ async def test_boto3_parses_errors_and_outcomes():
             raise AssertionError("no error")
 
         assert await deferToThread(error_code, FunctionName="nope") == (
-            "ResourceNotFoundException", 404)
+            "ResourceNotFoundException",
+            404,
+        )
         assert await deferToThread(error_code, FunctionName="echo", LogType="Full") == (
-            "ValidationException", 400)
+            "ValidationException",
+            400,
+        )
         assert await deferToThread(error_code, FunctionName="echo", Payload=b"hello") == (
-            "InvalidRequestContentException", 400)
+            "InvalidRequestContentException",
+            400,
+        )
 
         def invoke(**kwargs):
             result = lam.invoke(**kwargs)
@@ -444,7 +535,10 @@ async def test_boto3_parses_errors_and_outcomes():
         arn = "arn:aws:lambda:us-east-1:000000000000:function:echo:$LATEST"
         result, payload = await deferToThread(invoke, FunctionName=arn, Payload=b'{"k":"v"}')
         assert (result["StatusCode"], payload, result["ExecutedVersion"]) == (
-            200, b'{"k":"v"}', "$LATEST")
+            200,
+            b'{"k":"v"}',
+            "$LATEST",
+        )
         assert "FunctionError" not in result
         assert dispatcher.submitted[-1].qualifier == "$LATEST"
 

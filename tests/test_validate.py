@@ -64,7 +64,7 @@ def b64(document) -> str:
     return base64.b64encode(json.dumps(document).encode()).decode()
 
 
-# --- resolve_function -------------------------------------------------------------------------
+# --- resolve_function -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,11 @@ def test_resolve_accepted_forms(raw, query, expected):
     [
         ("nope", None, "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope"),
         ("Echo", None, "Function not found: arn:aws:lambda:us-east-1:000000000000:function:Echo"),
-        ("nope:3", None, "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope:3"),
+        (
+            "nope:3",
+            None,
+            "Function not found: arn:aws:lambda:us-east-1:000000000000:function:nope:3",
+        ),
         ("echo:8", None, f"Function not found: {ARN}:8"),
         ("echo", "prod", f"Function not found: {ARN}:prod"),
         ("function:nope", None, f"Function not found: {ARN}:nope"),
@@ -206,8 +210,9 @@ def test_parse_function_name_rejects():
     with pytest.raises(ValidationException):
         parse_function_name("no good", "us-east-1", "000000000000", "aws")
     with pytest.raises(ResourceNotFoundException) as caught:
-        parse_function_name("arn:aws:lambda:eu-west-1:000000000000:function:x", "us-east-1",
-                            "000000000000", "aws")
+        parse_function_name(
+            "arn:aws:lambda:eu-west-1:000000000000:function:x", "us-east-1", "000000000000", "aws"
+        )
     assert caught.value.message == (
         "Function not found: arn:aws:lambda:eu-west-1:000000000000:function:x"
     )
@@ -226,7 +231,7 @@ def test_check_qualifier():
         check_qualifier(CONFIG, "no way")
 
 
-# --- invocation type and log type -------------------------------------------------------------------
+# --- invocation type and log type -----------------------------------------------------------------
 
 
 def test_invocation_type():
@@ -238,7 +243,9 @@ def test_invocation_type():
     with pytest.raises(ValidationException) as caught:
         check_invocation_type("event")
     assert caught.value.message == validation(
-        "event", "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+        "event",
+        "invocationType",
+        "Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
     )
 
 
@@ -254,12 +261,21 @@ def test_log_type():
     )
 
 
-# --- body ----------------------------------------------------------------------------------------------
+# --- body -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "payload", [b'{"a":[1,2,{"b":null}]}', b"[]", b'"text"', b"42", b"-1.5e3", b"true", b"null",
-                b' {"x": "\xc3\xa9"} ']
+    "payload",
+    [
+        b'{"a":[1,2,{"b":null}]}',
+        b"[]",
+        b'"text"',
+        b"42",
+        b"-1.5e3",
+        b"true",
+        b"null",
+        b' {"x": "\xc3\xa9"} ',
+    ],
 )
 def test_json_values_accepted(payload):
     """Any UTF-8 JSON value is accepted and passed verbatim."""
@@ -308,7 +324,7 @@ def test_large_body_is_fast():
 
 
 def test_size_limits():
-    """Bodies over the limit of their invocation type get the 413 messages with configured limits."""
+    """Bodies over their invocation type's limit get the 413 messages with configured limits."""
     config = replace(CONFIG, max_request_bytes=10, max_event_bytes=5, validate_json=False)
     assert build(config=config, payload=b"x" * 10).payload == b"x" * 10
     with pytest.raises(RequestEntityTooLargeException) as caught:
@@ -332,7 +348,7 @@ def test_content_encoding():
     assert caught.value.message == "Unsupported content encoding: gzip"
 
 
-# --- client context, tenant, cognito, trace -------------------------------------------------------------
+# --- client context, tenant, cognito, trace -------------------------------------------------------
 
 
 def test_client_context_decoded():
@@ -345,8 +361,13 @@ def test_client_context_decoded():
 
 @pytest.mark.parametrize(
     "value",
-    ["not base64!", base64.b64encode(b"[1,2]").decode(), base64.b64encode(b"\xff\xfe").decode(),
-     base64.b64encode(b"{bad").decode(), "e30"],
+    [
+        "not base64!",
+        base64.b64encode(b"[1,2]").decode(),
+        base64.b64encode(b"\xff\xfe").decode(),
+        base64.b64encode(b"{bad").decode(),
+        "e30",
+    ],
 )
 def test_client_context_invalid(value):
     """Client context that is not base64 of a UTF-8 JSON object is refused with the AWS message."""
@@ -365,13 +386,20 @@ def test_client_context_too_long():
 
 
 def test_tenant_id():
-    """Tenant ids of 1-256 visible ASCII characters pass; others are ValidationExceptions."""
-    assert build(tenant_id="acme-1:x/y").tenant_id == "acme-1:x/y"
-    assert build(tenant_id="t" * 256).tenant_id == "t" * 256
-    for value in ("", "t" * 257, "with space", "tab\there", "é"):
+    """Tenant ids matching AWS's TenantId shape pass; others are ValidationExceptions."""
+    for value in ("acme-1:x/y", "a.b_c=d+e@f g", "t" * 256):
+        assert build(tenant_id=value).tenant_id == value
+    for value in ("", "t" * 257, "tab\there", "é", "semi;colon", "<x>"):
         with pytest.raises(ValidationException) as caught:
             build(tenant_id=value)
         assert "at 'tenantId'" in caught.value.message
+    with pytest.raises(ValidationException) as caught:
+        build(tenant_id="a;b")
+    assert caught.value.message == validation(
+        "a;b",
+        "tenantId",
+        r"Member must satisfy regular expression pattern: [a-zA-Z0-9\._:\/=+\-@ ]+",
+    )
 
 
 def test_cognito_identity():

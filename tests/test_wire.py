@@ -1,4 +1,4 @@
-"""Unit tests for lambdatx.wire: the service-error and outcome wire shapes (invoke-api.md §5, §7)."""
+"""Unit tests for lambdatx.wire: service-error and outcome wire shapes (invoke-api.md §5, §7)."""
 
 from __future__ import annotations
 
