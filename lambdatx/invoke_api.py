@@ -181,7 +181,8 @@ class InvokeApi:
             limit = config.max_event_bytes if event else config.max_request_bytes
             raise too_large(config, event, _too_large_length(request, limit))
         else:
-            payload = request.content.read()
+            content = request.content
+            payload = content.read() if content is not None else b""
         cognito = get(COGNITO_IDENTITY)
         try:
             cognito_identity = cognito[-1].decode("utf-8") if cognito else None
