@@ -111,7 +111,7 @@ class ZombieReaper(Service):
 
 def foreign_zombies(parent: int) -> list[int]:
     """Pids of zombie processes whose parent is ``parent``."""
-    found = []
+    found: list[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:

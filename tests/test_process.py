@@ -45,9 +45,17 @@ def pipe_sink():
 
     made = []
 
-    def make(**kwargs):
+    def make(full=False, **kwargs):
         r, w = os.pipe()
         os.set_blocking(r, False)
+        if full:  # the writer thread blocks on its first write, until teardown
+            os.set_blocking(w, False)
+            try:
+                while True:
+                    os.write(w, b"\0" * 4096)
+            except BlockingIOError:
+                pass
+            os.set_blocking(w, True)
         sink = OutputSink(reactor, w, **kwargs)
         made.append((sink, r, w))
         return sink, r
@@ -56,7 +64,8 @@ def pipe_sink():
     for sink, r, w in made:
         sink.close()
         os.close(r)  # a writer thread still blocked on the pipe gets EPIPE and stops
-        os.close(w)
+        if sink.buffered == 0:  # else the thread may still use w: leave it open
+            os.close(w)
 
 
 def read_available(fd: int) -> bytes:
@@ -121,8 +130,7 @@ def test_memory_without_proc(monkeypatch, log_events):
 
 # --- spawning ----------------------------------------------------------------------------------
 
-PROBE = textwrap.dedent(
-    """
+PROBE = textwrap.dedent("""
     import json, os, stat
     def fd_open(fd):
         try:
@@ -141,14 +149,13 @@ PROBE = textwrap.dedent(
         "fd3_open": fd_open(3),
         "sig_blocked": status["SigBlk"].strip(),
     }))
-    """
-)
+    """)
 
 
 @pytest.mark.timeout(15)
 @pytest_twisted.ensureDeferred
 async def test_child_in_own_session_with_exact_env_cwd_and_stdin(spawner, tmp_path):
-    """The child leads its own session and group, sees exactly our env and cwd, and reads /dev/null."""
+    """The child leads its own session, gets exactly our env and cwd, and reads /dev/null."""
     env = {"PATH": BASE_ENV["PATH"], "WITH_EQUALS": "a=b=c", "EMPTY": "", "UNICODE": "é✓"}
     proc, observer = spawner.start(python(PROBE), env=env, cwd=str(tmp_path))
     status = await observer.when_exited()
@@ -168,7 +175,7 @@ async def test_child_in_own_session_with_exact_env_cwd_and_stdin(spawner, tmp_pa
 @pytest.mark.timeout(15)
 @pytest_twisted.ensureDeferred
 async def test_signal_dispositions_are_reset(spawner):
-    """Signals ignored by the daemon's Python (SIGPIPE, SIGXFSZ) are default again in the runtime."""
+    """Signals our Python ignores (SIGPIPE, SIGXFSZ) are back to default in the runtime."""
     _, observer = spawner.start(["/bin/cat", "/proc/self/status"])
     await observer.when_exited()
     fields = dict(line.split(":", 1) for line in observer.out[1].decode().splitlines())
@@ -185,13 +192,11 @@ async def test_output_passes_through_unmodified(spawner, pipe_sink):
     """stdout and stderr bytes reach their sinks and the observer unmodified, before exited()."""
     out_chunks = [b"no newline", b"\x00\xff\xfe binary\r\n", b"x" * 100_000, b"\nend"]
     err_chunks = [b"err1\n", b"\xc3(\n", b"err-last"]
-    code = textwrap.dedent(
-        f"""
+    code = textwrap.dedent(f"""
         import os, time
         for a, b in zip({out_chunks!r}, {err_chunks!r} + [b""]):
             os.write(1, a); os.write(2, b); time.sleep(0.01)
-        """
-    )
+        """)
     out_sink, out_r = pipe_sink()
     err_sink, err_r = pipe_sink()
     _, observer = spawner.start(python(code), stdout=out_sink, stderr=err_sink)
@@ -220,8 +225,8 @@ async def test_output_passes_through_unmodified(spawner, pipe_sink):
 @pytest_twisted.ensureDeferred
 async def test_output_left_in_pipes_at_exit_is_not_lost(spawner, pipe_sink):
     """Output still unread when the child exits (its reading paused) reaches the observer first."""
-    # high_water=0: the first chunk pauses the child's pipes; nobody reads this sink's pipe.
-    sink, _ = pipe_sink(high_water=0)
+    # high_water=0: the first chunk pauses the child's pipes, and the sink never drains.
+    sink, _ = pipe_sink(high_water=0, full=True)
     code = "import os, time; os.write(2, b'a'); time.sleep(0.3); os.write(2, b'b' * 50000)"
     proc, observer = spawner.start(python(code), stderr=sink)
     status = await observer.when_exited()
@@ -278,8 +283,7 @@ async def test_exec_failures_are_reported(spawner, tmp_path, case):
 @pytest_twisted.ensureDeferred
 async def test_exit_status_of_real_children(spawner, how, text):
     """Exit codes and deaths by signal are reported with the right text."""
-    code = textwrap.dedent(
-        """
+    code = textwrap.dedent("""
         import os, resource, signal, sys, time
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         how = sys.argv[1]
@@ -289,8 +293,7 @@ async def test_exit_status_of_real_children(spawner, how, text):
             os.kill(os.getpid(), signal.SIGSEGV)
         print("ready", flush=True)
         time.sleep(30)
-        """
-    )
+        """)
     proc, observer = spawner.start(python(code) + [how])
     if how in ("kill", "term"):
         await observer.when_output(1, b"ready")
@@ -311,13 +314,11 @@ async def test_kill_right_after_start(spawner):
     assert observer.events[-1] == ("exited", status)
 
 
-GRANDCHILD = textwrap.dedent(
-    """
+GRANDCHILD = textwrap.dedent("""
     import subprocess, sys
     child = subprocess.Popen(["sleep", "60"])  # inherits our stdout and stderr pipes
     print(child.pid, flush=True)
-    """
-)
+    """)
 
 
 @pytest.mark.timeout(15)
@@ -356,7 +357,9 @@ async def test_terminate_escalates_to_kill(spawner):
 @pytest_twisted.ensureDeferred
 async def test_terminate_cancels_kill_when_child_obeys(spawner):
     """A child that honours SIGTERM exits 'terminated' and the SIGKILL timer is cancelled."""
-    proc, observer = spawner.start(python("import time; print('ready', flush=True); time.sleep(30)"))
+    proc, observer = spawner.start(
+        python("import time; print('ready', flush=True); time.sleep(30)")
+    )
     await observer.when_output(1, b"ready")
     before = set(spawner.reactor.getDelayedCalls())
     proc.terminate(grace=5)
@@ -366,8 +369,7 @@ async def test_terminate_cancels_kill_when_child_obeys(spawner):
     assert armed and not any(call.active() for call in armed)
 
 
-MEMORY = textwrap.dedent(
-    """
+MEMORY = textwrap.dedent("""
     import signal
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
     print("start", flush=True)
@@ -376,8 +378,7 @@ MEMORY = textwrap.dedent(
     del block
     print("freed", flush=True)
     signal.sigwait([signal.SIGUSR1])
-    """
-)
+    """)
 
 
 @pytest.mark.timeout(20)
@@ -413,22 +414,20 @@ async def test_memory_sums_the_group(spawner):
     await observer.when_exited()
 
 
-FLOOD = textwrap.dedent(
-    """
+FLOOD = textwrap.dedent("""
     import os
     for i in range(800):  # 800 x 64 KiB = 50 MiB, each block different
         block = (b"%08d" % i) * 8192
         view = memoryview(block)
         while view:
             view = view[os.write(1, view):]
-    """
-)
+    """)
 
 
 @pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_output_flood_with_slow_consumer(spawner, pipe_sink):
-    """50 MiB of stdout reaches a slow reader complete and in order, with bounded buffering and a free reactor."""
+    """50 MiB reach a slow reader whole and in order, with a bounded buffer and a free reactor."""
     reactor = spawner.reactor
     sink, read_end = pipe_sink(high_water=256 << 10)
     expected = hashlib.sha256(b"".join((b"%08d" % i) * 8192 for i in range(800))).hexdigest()
@@ -481,8 +480,7 @@ async def test_twisted_internals_we_rely_on(spawner):
 
 # --- reaper ------------------------------------------------------------------------------------
 
-REAPER_CHECK = textwrap.dedent(
-    """
+REAPER_CHECK = textwrap.dedent("""
     import json, os, sys, time
     from lambdatx.reaper import ZombieReaper, become_subreaper, is_subreaper
     assert become_subreaper() and is_subreaper()
@@ -500,8 +498,7 @@ REAPER_CHECK = textwrap.dedent(
     reaped = ZombieReaper(None, known=lambda: {child}).reap()
     _, status = os.waitpid(child, 0)    # the known child's status was not stolen
     print(json.dumps({"reaped": [(p, s.text) for p, s in reaped], "child": status}))
-    """
-)
+    """)
 
 
 @pytest.mark.timeout(20)
