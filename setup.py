@@ -13,7 +13,7 @@ setup(
     include_package_data=True,
     install_requires=[
         # Private-name workarounds (NOTES.md) are pinned by tests/test_pins.py.
-        "Twisted>=24.7,<27",
+        "Twisted>=26.10,<27",
         "klein>=24.8,<25",
         "txAMQP==0.8.2",
     ],
@@ -22,6 +22,7 @@ setup(
             "pytest>=8",
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.3",
+            "treq>=23",
             "psutil>=5.9",
             "boto3>=1.34",
             "awscli>=1.32",

@@ -61,6 +61,7 @@ class LambdaRequest(server.Request):
 
     def _too_large(self, length: int) -> None:
         self.body_too_large = True
+        self.body_length = length
         self.content = BytesIO()
         on_too_large = self.channel.site.on_too_large
         raw = on_too_large(self, length) if on_too_large is not None else None
@@ -118,7 +119,8 @@ class LambdaSite(server.Site):
         on_too_large: OnTooLarge | None = None,
         timeout: float | None = 60 * 60 * 12,
     ):
-        super().__init__(resource, timeout=timeout)
+        # Bodies are events, never HTML forms (curl labels every -d body as one).
+        super().__init__(resource, timeout=timeout, parsePOSTFormSubmission=False)
         self.body_limit = body_limit
         self.on_too_large = on_too_large
 

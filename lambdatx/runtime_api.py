@@ -58,6 +58,14 @@ def _doc(message: str, error_type: str) -> bytes:
     return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
 
 
+def _header_bytes(value: str) -> bytes:
+    """HTTP header values arrive latin-1 decoded; AMQP ones may hold any text."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
 def _error_answer(exc: Exception) -> tuple[int, bytes]:
     """The one mapping of runtime-side errors to (status, body)."""
     if isinstance(exc, InvalidRequestID):
@@ -172,13 +180,13 @@ class RuntimeApi:
         if inv.qualifier:
             arn = f"{arn}:{inv.qualifier}"
         set_header(H_ARN, [arn.encode()])
-        set_header(H_TRACE, [inv.trace_id.encode()])
+        set_header(H_TRACE, [_header_bytes(inv.trace_id)])
         if inv.client_context is not None:
             set_header(H_CLIENT_CONTEXT, [inv.client_context.encode()])
         if inv.cognito_identity is not None:
             set_header(H_COGNITO, [inv.cognito_identity.encode()])
         if inv.tenant_id is not None:
-            set_header(H_TENANT, [inv.tenant_id.encode()])
+            set_header(H_TENANT, [_header_bytes(inv.tenant_id)])
         set_header(b"content-type", [JSON_TYPE])
         payload = inv.payload
         set_header(b"content-length", [b"%d" % len(payload)])
