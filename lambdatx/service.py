@@ -21,6 +21,7 @@ from .instance import EXIT_GRACE, ExternalRuntimes
 from .invoke_api import InvokeApi, invoke_body_limit, invoke_too_large_response
 from .launcher import Launcher
 from .process import OutputSink
+from .reaper import ZombieReaper
 from .reports import Reports
 from .runtime_api import runtime_site
 
@@ -47,6 +48,8 @@ class LambdaTxService(MultiService):
         )
         self.external = ExternalRuntimes(self.dispatcher)
         self.invoke_api = InvokeApi(config, self.dispatcher)
+        # Reaps orphaned zombies when we are PID 1 or a child subreaper (a no-op otherwise).
+        ZombieReaper(reactor).setServiceParent(self)
         self.invoke_port = None
         self.runtime_port = None
         self._listen_error: ListenError | None = None
@@ -175,7 +178,11 @@ class LambdaTxService(MultiService):
         # 6. Close the remaining listeners.
         if self.runtime_port is not None:
             await defer.maybeDeferred(self.runtime_port.stopListening)
-        await self.stdout.flushed()
+        # Flush runtime output and platform lines, but never hang on a stuck terminal.
+        await _first(
+            defer.gatherResults([self.stdout.flushed(), self.stderr.flushed()]),
+            task.deferLater(self.reactor, 2.0, lambda: None),
+        )
         await defer.maybeDeferred(super().stopService)
 
 
