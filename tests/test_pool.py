@@ -182,6 +182,8 @@ async def test_report_lines_parse_and_measure_memory():
         status, headers, _ = await invoke_json(daemon, {"echo": 1})
         await invoke_json(daemon, {"allocate_mb": 100})
         await invoke_json(daemon, {"echo": 2})
+        # The last REPORT comes when the runtime polls again, just after its answer.
+        assert await in_thread(wait_for, lambda: len(out.reports()) == 3)
         first, big, after = out.reports()
         assert first["id"] == headers["x-amzn-requestid"]
         assert first["i"] is not None and big["i"] is None
