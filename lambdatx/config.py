@@ -23,7 +23,7 @@ import ipaddress
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Sequence
 
 from lambdatx.errors import LambdaTxError
@@ -291,16 +291,23 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("LAMBDA_RUNTIME_DIR", None, "runtime_dir", str),
 )
 
-#: Long options of §3-§4 taking a value, as (option, variable). Flags are listed apart.
-OPTION_PARAMETERS: tuple[tuple[str, str], ...] = tuple(
-    (s.option, s.variable)
-    for s in _SETTINGS
-    if s.option is not None and s.parse is not parse_boolean
-) + (("function-name", "AWS_LAMBDA_FUNCTION_NAME"), ("pass-env", "LAMBDATX_PASS_ENV"))
-#: Boolean options (presence = true), with the variable each one overrides.
-OPTION_FLAGS: tuple[tuple[str, str], ...] = tuple(
-    (s.option, s.variable) for s in _SETTINGS if s.option is not None and s.parse is parse_boolean
-) + (("no-json-validation", "LAMBDATX_VALIDATE_JSON"),)
+def _option_table() -> tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str], ...]]:
+    defaults = {f.name: f.default for f in fields(Config)}
+    shown = {"amqp_uri": "empty: AMQP disabled", "init_timeout": "max(10, timeout)"}
+    parameters = tuple(
+        (s.option, s.variable, shown.get(s.field, str(defaults[s.field])))
+        for s in _SETTINGS
+        if s.option is not None and s.parse is not parse_boolean
+    ) + (
+        ("function-name", "AWS_LAMBDA_FUNCTION_NAME", "derived from the handler"),
+        ("pass-env", "LAMBDATX_PASS_ENV", "empty"),
+    )
+    flags = tuple(
+        (s.option, s.variable)
+        for s in _SETTINGS
+        if s.option is not None and s.parse is parse_boolean
+    )
+    return parameters, flags
 
 
 class _Reader:
@@ -421,6 +428,11 @@ class Config:
             f"arn:{self.partition}:lambda:{self.region}:{self.account_id}:function:"
             f"{self.function_name}"
         )
+
+
+#: Long options of §3-§4 taking a value, as (option, variable, default shown in help).
+#: Boolean options (presence = true) as (option, variable); ``--no-json-validation`` apart.
+OPTION_PARAMETERS, OPTION_FLAGS = _option_table()
 
 
 # --- loading -----------------------------------------------------------------------------
