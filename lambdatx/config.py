@@ -26,6 +26,7 @@ import stat
 from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Sequence
 
+from lambdatx.amqp_uri import AmqpUriError, parse_amqp_uri, uri_warnings
 from lambdatx.errors import LambdaTxError
 
 FUNCTION_NAME_PATTERN = "[a-zA-Z0-9-_]{1,64}"
@@ -210,6 +211,15 @@ def _seconds(positive: bool) -> Callable[[str], float]:
     return lambda text: parse_seconds(text, positive)
 
 
+def _amqp_uri(text: str) -> str:
+    """``AMQP_URI`` is checked here, with everything else, and kept as text."""
+    try:
+        parse_amqp_uri(text)
+    except AmqpUriError as error:
+        raise ValueProblem(str(error)) from None
+    return text
+
+
 def mask_uri(uri: str) -> str:
     """``uri`` with the password of its user info replaced by ``***``."""
     scheme, sep, rest = uri.partition("://")
@@ -244,7 +254,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("PORT", "port", "port", parse_port),
     _Setting("RUNTIME_API_HOST", "runtime-api-host", "runtime_api_host", parse_host),
     _Setting("RUNTIME_API_PORT", "runtime-api-port", "runtime_api_port", parse_port),
-    _Setting("AMQP_URI", "amqp-uri", "amqp_uri", str, secret=True),
+    _Setting("AMQP_URI", "amqp-uri", "amqp_uri", _amqp_uri, secret=True),
     _Setting("AMQP_USERNAME", None, "amqp_username", str),
     _Setting("AMQP_PASSWORD", None, "amqp_password", str, secret=True),
     _Setting("MAX_CONCURRENCY", "max-concurrency", "max_concurrency", _integer_at_least(1)),
@@ -707,6 +717,9 @@ def _warnings(
             f"RabbitMQ's default consumer ack timeout ({AMQP_ACK_TIMEOUT:g} s): a long "
             "invocation may be redelivered"
         )
+    if config.amqp_uri is not None:
+        both = config.amqp_username is not None and config.amqp_password is not None
+        warnings.extend(uri_warnings(config.amqp_uri, both))
     if overrides.get("enable-init-caching"):
         warnings.append("--enable-init-caching is accepted and ignored")
     effective = {
