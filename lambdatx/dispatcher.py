@@ -303,6 +303,16 @@ class Dispatcher:
             1 for i in self.instances if i.assigned is not None
         )
 
+    def withdraw_queued(self, predicate: Callable[[Invocation], bool]) -> list[Invocation]:
+        """
+        Take back the queued (never started) invocations ``predicate`` selects, e.g. AMQP
+        deliveries the broker requeues. Their callers' Deferreds fail with CancelledError.
+        """
+        jobs = [job for job in self.queue if predicate(job.invocation)]
+        for job in jobs:
+            job.caller.cancel()  # _caller_gone takes a queued job out of the queue
+        return [job.invocation for job in jobs]
+
     def drop_queued(self) -> None:
         """The grace is over: queued synchronous callers get 500, queued events are dropped."""
         while self.queue:

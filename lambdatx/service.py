@@ -50,6 +50,13 @@ class LambdaTxService(MultiService):
         self.invoke_api = InvokeApi(config, self.dispatcher)
         # Reaps orphaned zombies when we are PID 1 or a child subreaper (a no-op otherwise).
         ZombieReaper(reactor).setServiceParent(self)
+        # AMQP-RPC consumer, only with AMQP_URI (txAMQP is not even imported otherwise).
+        self.amqp = None
+        if config.amqp_uri is not None:
+            from .amqp_rpc import AmqpRpc
+
+            self.amqp = AmqpRpc(config, reactor, self.dispatcher, lambda: self.finish(69))
+            self.amqp.setServiceParent(self)
         self.invoke_port = None
         self.runtime_port = None
         self._listen_error: ListenError | None = None
@@ -152,6 +159,8 @@ class LambdaTxService(MultiService):
         if self.invoke_port is not None:
             await defer.maybeDeferred(self.invoke_port.stopListening)
         dispatcher.stop_intake()
+        if self.amqp is not None:
+            await self.amqp.stop_intake()
         # 3-4. Let running invocations finish within the grace.
         self._grace_cut = defer.Deferred()
         deadline = self.reactor.seconds() + self.config.shutdown_grace
@@ -176,6 +185,8 @@ class LambdaTxService(MultiService):
             if instance.process is not None:
                 instance.process.kill()
         # 6. Close the remaining listeners.
+        if self.amqp is not None:
+            await self.amqp.close()
         if self.runtime_port is not None:
             await defer.maybeDeferred(self.runtime_port.stopListening)
         # Flush runtime output and platform lines, but never hang on a stuck terminal.
