@@ -18,7 +18,7 @@ import string
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Dict, Mapping, Sequence
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import (
@@ -35,6 +35,8 @@ from zope.interface import provider
 
 from lambdatx.config import ConfigError, Config, effective_settings, load_config, problem_line
 from lambdatx.errors import ListenError
+
+LogEvent = Dict[str, Any]
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -141,12 +143,10 @@ def _timestamp(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def _fields(event: Mapping[str, Any]) -> dict[str, Any]:
+def _fields(event: LogEvent) -> dict[str, Any]:
     """The event's fields that its format string does not already show."""
     used = set()
-    for _text, name, _spec, _conversion in string.Formatter().parse(
-        event.get("log_format") or ""
-    ):
+    for _text, name, _spec, _conversion in string.Formatter().parse(event.get("log_format") or ""):
         if name:
             used.add(name.split(".")[0].split("[")[0].rstrip("!()"))
     return {
@@ -165,13 +165,13 @@ def _text_value(value: Any) -> str:
     return json.dumps(text)
 
 
-def _logger_name(event: Mapping[str, Any]) -> str:
+def _logger_name(event: LogEvent) -> str:
     namespace = event.get("log_namespace", "lambdatx")
     # Twisted's own legacy-log messages ("Main loop terminated.") carry no useful namespace.
     return "twisted" if namespace == "log_legacy" else namespace
 
 
-def format_text(event: Mapping[str, Any]) -> str:
+def format_text(event: LogEvent) -> str:
     """``2026-03-02T09:15:01.204Z [INFO] (lambdatx) message key=value ...`` (+ traceback)."""
     level = _LEVEL_NAMES.get(event.get("log_level", LogLevel.info), "INFO")
     parts = [
@@ -188,7 +188,7 @@ def format_text(event: Mapping[str, Any]) -> str:
     return line + "\n"
 
 
-def format_json(event: Mapping[str, Any]) -> str:
+def format_json(event: LogEvent) -> str:
     """One JSON object: ``time``, ``level`` (lowercase), ``logger``, ``message`` and fields."""
     level = _LEVEL_NAMES.get(event.get("log_level", LogLevel.info), "INFO")
     record: dict[str, Any] = {
@@ -205,17 +205,17 @@ def format_json(event: Mapping[str, Any]) -> str:
     return json.dumps(record, default=str) + "\n"
 
 
-def make_observer(config: Config, stream: IO[str]) -> ILogObserver:
+def make_observer(config: Config, stream: IO[str]) -> Any:
     """The daemon's log observer on ``stream``, filtered at ``config.log_level``."""
     formatter = format_json if config.structured_logging else format_text
 
     @provider(ILogObserver)
-    def write(event: Mapping[str, Any]) -> None:
+    def write(event: LogEvent) -> None:
         stream.write(formatter(event))
         stream.flush()
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[config.log_level])
-    return FilteringLogObserver(write, [predicate])
+    return FilteringLogObserver(write, [predicate])  # type: ignore[list-item]
 
 
 def _begin_logging(observer: ILogObserver) -> None:
@@ -363,7 +363,9 @@ def main(
         if reactor is None:
             from twisted.internet import reactor
         if make_service is None:
-            from lambdatx.service import make_service
+            from lambdatx.service import make_service as default_factory
+
+            make_service = default_factory
         service = make_service(config, reactor)
         return _Daemon(reactor, service, stderr, set_signal).run()
     except Exception:

@@ -258,9 +258,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("AMQP_USERNAME", None, "amqp_username", str),
     _Setting("AMQP_PASSWORD", None, "amqp_password", str, secret=True),
     _Setting("MAX_CONCURRENCY", "max-concurrency", "max_concurrency", _integer_at_least(1)),
-    _Setting(
-        "AWS_LAMBDA_MAX_CONCURRENCY", None, "runtime_max_concurrency", _integer_at_least(1)
-    ),
+    _Setting("AWS_LAMBDA_MAX_CONCURRENCY", None, "runtime_max_concurrency", _integer_at_least(1)),
     _Setting(
         "AWS_LAMBDA_FUNCTION_VERSION",
         "function-version",
@@ -300,6 +298,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("LAMBDATX_NO_SPAWN", "no-spawn", "no_spawn", parse_boolean),
     _Setting("LAMBDA_RUNTIME_DIR", None, "runtime_dir", str),
 )
+
 
 def _option_table() -> tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str], ...]]:
     defaults = {f.name: f.default for f in fields(Config)}
@@ -355,6 +354,8 @@ class _Reader:
         if secret:
             value = mask_uri(str(value)) if label in ("AMQP_URI", "--amqp-uri") else _MASK
         self.problems.append(problem_line(label, value, reason))
+
+
 @dataclass(frozen=True)
 class Config:
     # Listeners
@@ -681,9 +682,8 @@ def _hosts_overlap(a: str, b: str) -> bool:
 
 
 def _check_ports(reader: _Reader, config: Config) -> None:
-    if (
-        config.port == config.runtime_api_port != 0
-        and _hosts_overlap(config.invoke_api_host, config.runtime_api_host)
+    if config.port == config.runtime_api_port != 0 and _hosts_overlap(
+        config.invoke_api_host, config.runtime_api_host
     ):
         reader.problem(
             "PORT",

@@ -63,7 +63,7 @@ def test_integer_accepted(text, value):
 
 @pytest.mark.parametrize("text", ["128.9", "1e3", "0x10", " 5", "5 ", "-1", "0", "", "٣", "5\n"])
 def test_integer_rejected(text):
-    """Floats, exponents, hex, spaces, signs, values below the minimum and non-ASCII digits fail."""
+    """Floats, exponents, hex, spaces, signs, small values and non-ASCII digits are rejected."""
     with pytest.raises(ValueProblem, match="must be an integer >= 1"):
         parse_integer(text, 1)
 
@@ -201,8 +201,14 @@ def test_every_variable(load, tmp_path):
 
 def test_empty_counts_as_unset(load):
     """An empty variable gives the default instead of an error."""
-    config = load({"PORT": "", "MAX_CONCURRENCY": "", "AWS_LAMBDA_FUNCTION_NAME": "", "_HANDLER": ""})
-    assert (config.port, config.max_concurrency, config.function_name) == (8080, 1, "test_function")
+    config = load(
+        {"PORT": "", "MAX_CONCURRENCY": "", "AWS_LAMBDA_FUNCTION_NAME": "", "_HANDLER": ""}
+    )
+    assert (config.port, config.max_concurrency, config.function_name) == (
+        8080,
+        1,
+        "test_function",
+    )
 
 
 def test_option_beats_variable(load):
@@ -226,7 +232,10 @@ def test_rie_addresses(load):
 
 def test_no_json_validation_flag(load):
     """--no-json-validation turns JSON validation off whatever the variable says."""
-    assert load({"LAMBDATX_VALIDATE_JSON": "true"}, {"no-json-validation": True}).validate_json is False
+    assert (
+        load({"LAMBDATX_VALIDATE_JSON": "true"}, {"no-json-validation": True}).validate_json
+        is False
+    )
 
 
 @pytest.mark.parametrize(
@@ -249,7 +258,9 @@ def test_all_problems_at_once(load):
         "AWS_LAMBDA_FUNCTION_NAME": "bad name", "LAMBDA_TASK_ROOT": "/nonexistent/dir",
     }  # fmt: skip
     problems = problems_of(load, env, command=("/nonexistent/bootstrap",))
-    assert 'lambdatx: configuration error: MAX_CONCURRENCY="0": must be an integer >= 1' in problems
+    assert (
+        'lambdatx: configuration error: MAX_CONCURRENCY="0": must be an integer >= 1' in problems
+    )
     names = [re.match(r'lambdatx: configuration error: ([A-Z_]+)="', p).group(1) for p in problems]
     assert sorted(names) == sorted([*env, "COMMAND"])
     assert any("DEBUG, INFO, WARNING, ERROR, CRITICAL" in p for p in problems)
@@ -336,7 +347,9 @@ def test_amqp_uri_checked(load):
 def test_amqp_needs_a_name(load):
     """AMQP with the fallback name test_function is a start-up error."""
     (problem,) = problems_of(load, {"AMQP_URI": "amqp://h/"})
-    assert problem.startswith('lambdatx: configuration error: AWS_LAMBDA_FUNCTION_NAME="": must be set')
+    assert problem.startswith(
+        'lambdatx: configuration error: AWS_LAMBDA_FUNCTION_NAME="": must be set'
+    )
 
 
 # --- warnings -----------------------------------------------------------------------------
@@ -390,7 +403,9 @@ def bootstrap_dir(tmp_path):
         ({}, {"handler": "f.h"}, ["./bootstrap"], ["{cwd}/bootstrap"], "f.h", "f", "handler"),
     ],
 )  # fmt: skip
-def test_handler_and_name_table(load, bootstrap_dir, env, overrides, command, run, handler, name, source):
+def test_handler_and_name_table(
+    load, bootstrap_dir, env, overrides, command, run, handler, name, source
+):
     """Each row of the configuration.md §6 table gives its command, handler and name."""
     env = {**env, "PATH": "/bin"}
     config = load(env, overrides, command, cwd=bootstrap_dir)
@@ -454,10 +469,13 @@ def test_bare_name_uses_path(load, tmp_path):
     config = load({"PATH": f"{tmp_path}/a:{tmp_path}/b"}, command=("rt",))
     assert config.command == (str(tmp_path / "b" / "rt"),)
     (problem,) = problems_of(load, {"PATH": f"{tmp_path}/a"}, command=("rt",))
-    assert problem.startswith('lambdatx: configuration error: COMMAND="rt": no executable named rt')
+    assert problem.startswith(
+        'lambdatx: configuration error: COMMAND="rt": no executable named rt'
+    )
 
 
-@pytest.mark.parametrize("kind, reason", [("missing", "No such file"), ("dir", "not a regular file"),
+@pytest.mark.parametrize("kind, reason", [("missing", "No such file"),
+                                          ("dir", "not a regular file"),
                                           ("plain", "not executable")])  # fmt: skip
 def test_command_must_be_executable_file(load, tmp_path, kind, reason):
     """The command must exist, be a regular file and be executable."""
@@ -495,7 +513,9 @@ def test_bootstrap_candidates_in_order(load, tmp_path, monkeypatch):
 
 def test_no_bootstrap(load, tmp_path, monkeypatch):
     """No command and no bootstrap is an error listing every path tried."""
-    monkeypatch.setattr(config_module, "BOOTSTRAP_CANDIDATES", ("/nonexistent/a", "/nonexistent/b"))
+    monkeypatch.setattr(
+        config_module, "BOOTSTRAP_CANDIDATES", ("/nonexistent/a", "/nonexistent/b")
+    )
     (problem,) = problems_of(load, command=())
     assert problem == (
         'lambdatx: configuration error: COMMAND="": no command given and no executable '
@@ -513,7 +533,10 @@ def test_no_spawn_skips_command(load):
 def test_task_root_must_be_directory(load, tmp_path):
     """LAMBDA_TASK_ROOT naming a file is a problem."""
     (problem,) = problems_of(load, {"LAMBDA_TASK_ROOT": TRUE})
-    assert problem == f'lambdatx: configuration error: LAMBDA_TASK_ROOT="{TRUE}": must be an existing directory'
+    assert (
+        problem == f'lambdatx: configuration error: LAMBDA_TASK_ROOT="{TRUE}": '
+        "must be an existing directory"
+    )
 
 
 # --- the runtime environment (§8) ---------------------------------------------------------
