@@ -22,6 +22,8 @@ from typing import IO, Any, Callable, Dict, Mapping, Sequence
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import (
+    ILogFilterPredicate,
+    PredicateResult,
     FilteringLogObserver,
     ILogObserver,
     LogLevel,
@@ -215,7 +217,17 @@ def make_observer(config: Config, stream: IO[str]) -> Any:
         stream.flush()
 
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[config.log_level])
-    return FilteringLogObserver(write, [predicate])  # type: ignore[list-item]
+    return FilteringLogObserver(write, [_quiet_ports, predicate])  # type: ignore[list-item]
+
+
+@provider(ILogFilterPredicate)
+def _quiet_ports(event: LogEvent) -> Any:
+    """twisted.internet's "<Factory> starting on <port>" lines: our own "listening" says it."""
+    if event.get("log_namespace") == "log_legacy":
+        text = event.get("log_text") or ""
+        if " starting on " in text or text.startswith("(TCP Port "):
+            return PredicateResult.no
+    return PredicateResult.maybe
 
 
 def _begin_logging(observer: ILogObserver) -> None:
@@ -362,6 +374,12 @@ def main(
         _log_startup(config)
         if reactor is None:
             from twisted.internet import reactor
+
+            # Orphans of runtimes are re-parented to us and reaped (lifecycle.md §5).
+            from lambdatx.reaper import become_subreaper
+
+            if os.getpid() != 1:
+                become_subreaper()
         if make_service is None:
             from lambdatx.service import make_service as default_factory
 
