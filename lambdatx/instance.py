@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .dispatcher import ASSIGNED, RESPONDED, RUNNING, Dispatcher, Job
+from .dispatcher import RESPONDED, RUNNING, Dispatcher, Job
 from .errors import InvalidRequestID, InvalidStateTransition, InvokeTimeout
 from .invocation import JSON, Outcome, exit_error, function_failure, timed_out
 

@@ -28,7 +28,6 @@ from .errors import (
     InvokeTimeout,
     PayloadTooLarge,
     RuntimeApiError,
-    RuntimeShuttingDown,
 )
 from .httpserver import LambdaSite, raw_response
 

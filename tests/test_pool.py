@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
