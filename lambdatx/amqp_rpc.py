@@ -121,6 +121,9 @@ class AmqpRpc(Service, Handlers):
         self._unconfirmed = 0
         self._ready_waiters: list[defer.Deferred] = []
         self._stopping = False
+        #: Counters for tests and operators: deliveries received, consumer (re)starts.
+        self.deliveries = 0
+        self.sessions = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class AmqpRpc(Service, Handlers):
             raise ShuttingDown()
         tag = f"lambdatx-{uuid.uuid4()}".encode("ascii")
         session = self._session = _Session(protocol, consumer, publisher, tag)
+        self.sessions += 1
         await consumer.basic_consume(queue=self.queue, consumer_tag=tag, no_ack=False)
         self._send_kept(session)
         self.log.info(
@@ -229,6 +233,7 @@ class AmqpRpc(Service, Handlers):
         session = self._session
         if session is None or channel is not session.consumer:
             return  # a channel already given up: the broker redelivers
+        self.deliveries += 1
         content = message.content
         properties = content.properties
         body = content.body if isinstance(content.body, bytes) else content.body.encode()

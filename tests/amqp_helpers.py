@@ -82,7 +82,7 @@ def rpc(queue: str, requests: list[Request], in_flight: int = 1, timeout: float 
         sent_expecting = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            answered = sum(len(v) for v in replies.values())
+            answered = len(replies)  # distinct correlation ids: duplicates do not count
             while pending and (not pending[0].reply or sent_expecting - answered < in_flight):
                 request = pending.pop(0)
                 publish(channel, queue, request)
@@ -156,7 +156,8 @@ def connection_pids(name: str) -> list[str]:
     pids = []
     for line in rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
         pid, _, properties = line.partition("\t")
-        if f'{{"connection_name",longstr,"{name}"}}' in properties.replace(" ", ""):
+        # RabbitMQ 3.10 prints {"connection_name","<name>"}; older ones add the type, longstr.
+        if re.search(r'"connection_name",(longstr,)?"' + re.escape(name) + '"', properties):
             pids.append(pid.strip())
     return pids
 

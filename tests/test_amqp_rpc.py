@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import uuid
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 
 from amqp_helpers import (
     Request,
@@ -251,3 +252,62 @@ async def test_http_keeps_serving_while_the_broker_is_unreachable(queue):
         assert status == 200 and json.loads(reply) == 5
     finally:
         await daemon.stop()
+
+
+async def wait_until(predicate, seconds: float, step: float = 0.05) -> bool:
+    deadline = reactor.seconds() + seconds
+    while not predicate():
+        if reactor.seconds() >= deadline:
+            return False
+        await task.deferLater(reactor, step, lambda: None)
+    return True
+
+
+def assert_each_answered(requests, replies, exactly_once=True):
+    for i, request in enumerate(requests):
+        got = replies.get(request.correlation_id)
+        assert got, f"request {i} was not answered"
+        if exactly_once:
+            assert len(got) == 1, f"request {i} was answered {len(got)} times"
+        assert all(json.loads(r.body) == i for r in got), f"request {i} got a wrong answer"
+    assert set(replies) <= {r.correlation_id for r in requests}
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_daemons_share_1000_requests_each_answered_once(queue):
+    """1,000 requests with 32 in flight over two daemons on one queue: each answered once, right."""
+    first = await amqp_daemon(queue, max_concurrency=4)
+    second = await amqp_daemon(queue, max_concurrency=4)
+    try:
+        requests = [Request(json.dumps({"echo": i}).encode()) for i in range(1000)]
+        replies = await in_thread(rpc, queue, requests, in_flight=32, timeout=120, linger=0.5)
+        assert_each_answered(requests, replies)
+        counts = (first.service.amqp.deliveries, second.service.amqp.deliveries)
+        assert sum(counts) == 1000 and min(counts) > 0, counts
+    finally:
+        await first.stop()
+        await second.stop()
+    assert queue_counts(queue) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_closing_the_connection_mid_load_loses_nothing(queue):
+    """The broker closes the daemon's connection mid-load: it consumes again within 15 s and
+    every request is answered; the client's own connection is untouched."""
+    daemon = await amqp_daemon(queue, max_concurrency=4)
+    amqp = daemon.service.amqp
+    try:
+        requests = [Request(json.dumps({"echo": i, "sleep": 0.01}).encode()) for i in range(300)]
+        load = threads.deferToThread(rpc, queue, requests, in_flight=16, timeout=120)
+        assert await wait_until(lambda: amqp.deliveries >= 60, 30)
+        name = f"lambdatx {queue}@{socket.gethostname()}"
+        closed_at = reactor.seconds()
+        assert await in_thread(close_connections, name) == 1
+        assert await wait_until(lambda: amqp.sessions >= 2, 15)
+        assert reactor.seconds() - closed_at < 15
+        replies = await load
+        assert_each_answered(requests, replies, exactly_once=False)
+        assert len(await in_thread(connection_pids, name)) == 1
+    finally:
+        await daemon.stop()
+    assert queue_counts(queue) == (0, 0)
