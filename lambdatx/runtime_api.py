@@ -235,6 +235,7 @@ class RuntimeApi:
 
     @app.route(PREFIX + "/ping", methods=["GET"])
     def ping(self, request):
+        request.setHeader(b"content-type", b"text/plain")
         request.setHeader(b"content-length", b"4")
         return b"pong"
 

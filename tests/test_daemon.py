@@ -270,6 +270,45 @@ async def test_oversize_request_and_response(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_oversize_content_length_is_refused_before_the_upload(tmp_path):
+    """With Expect: 100-continue an oversized Content-Length gets 413 instead of 100 Continue."""
+    daemon = await start(config(max_request_bytes=1_000_000))
+    big = tmp_path / "big.json"
+    big.write_bytes(b'"' + b"z" * 2_000_000 + b'"')
+    try:
+        import subprocess
+
+        out = await in_thread(
+            subprocess.run,
+            ["curl", "-sv", "-XPOST", daemon.invoke_url(), "--data-binary", f"@{big}"],
+            capture_output=True, timeout=60,
+        )
+        assert b"> Expect: 100-continue" in out.stderr
+        assert b"< HTTP/1.1 100" not in out.stderr
+        assert b"< HTTP/1.1 413" in out.stderr
+        assert b"RequestEntityTooLargeException" in out.stderr
+        _, _, doc = await invoke_json(daemon, {"echo": "ok"})
+        assert doc == "ok"
+    finally:
+        await daemon.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_runtime_api_ping_and_wrong_method():
+    """GET /ping answers pong; a wrong method on a known route gets 405 with Allow."""
+    daemon = await start(config())
+    base = f"http://127.0.0.1:{daemon.runtime_port}/2018-06-01"
+    try:
+        status, headers, body = await curl(f"{base}/ping")
+        assert (status, body) == (200, b"pong")
+        status, headers, body = await curl("-XPOST", f"{base}/runtime/invocation/next")
+        assert status == 405 and "GET" in headers["allow"]
+        assert json.loads(body)["errorType"] == "MethodNotAllowed"
+    finally:
+        await daemon.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_event_and_dryrun(tmp_path):
     """Event answers 202 at once and runs; DryRun answers 204 and runs nothing."""
     daemon = await start(config())
