@@ -311,3 +311,25 @@ async def test_broker_closing_the_connection_mid_load_loses_nothing(queue):
     finally:
         await daemon.stop()
     assert queue_counts(queue) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redelivered_copy_of_a_running_invocation_is_attached(queue, tmp_path, log_events):
+    """The connection drops while a request runs; its redelivered copy is attached to the run:
+    the function runs once and the requester gets one answer."""
+    daemon = await amqp_daemon(queue, timeout=10.0)
+    amqp = daemon.service.amqp
+    record = tmp_path / "record"
+    try:
+        request = Request(json.dumps({"sleep": 3, "record": str(record), "echo": "once"}).encode())
+        load = threads.deferToThread(rpc, queue, [request], timeout=30, linger=1.0)
+        assert await wait_until(lambda: amqp.deliveries == 1, 10)
+        assert await in_thread(close_connections, f"lambdatx {queue}@{socket.gethostname()}") == 1
+        assert await wait_until(lambda: amqp.deliveries == 2, 10)
+        replies = await load
+    finally:
+        await daemon.stop()
+    [reply] = replies[request.correlation_id]
+    assert json.loads(reply.body) == "once"
+    assert record.read_text().split() == ["202"]
+    assert any("duplicate delivery attached" in (e.get("log_format") or "") for e in log_events)
