@@ -145,7 +145,7 @@ Codec.encode_table = _encode_table
 class AmqpDelegate(TwistedDelegate):
     """Handles the methods the server sends on its own; every handler logs instead of raising."""
 
-    log = Logger(namespace="lambdatx.amqp")
+    log = Logger()
 
     def dispatch(self, channel, message):
         try:

@@ -102,7 +102,7 @@ class AmqpConnector(Service):
     ``connection_timeout``. ``on_lost(reason)`` is called when a ready connection goes away.
     """
 
-    log = Logger(namespace="lambdatx.amqp")
+    log = Logger()
 
     def __init__(
         self,

@@ -52,6 +52,7 @@ CLOSE_WAIT = 2.0
 #: What the cache holds for a completed Event (nothing to send; ack the copy).
 _EVENT_DONE = "event done"
 _MAX_PREFETCH = 65535
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to."
 
 
 class _Session:
@@ -94,7 +95,7 @@ class _Run:
 class AmqpRpc(Service, Handlers):
     """The AMQP-RPC consumer service of one daemon (a child of ``LambdaTxService``)."""
 
-    log = Logger(namespace="lambdatx.amqp")
+    log = Logger()
 
     def __init__(self, config, reactor, dispatcher, on_give_up, *, connector=None):
         self.config = config
@@ -430,11 +431,14 @@ class AmqpRpc(Service, Handlers):
     # --- broker notifications (Handlers) ----------------------------------------------------
 
     def returned(self, channel, message) -> None:
-        properties = message.content.properties
-        self.log.warn(
+        routing_key = text(message.routing_key) or ""
+        # RabbitMQ (3.10 at least) returns every mandatory message sent to a direct reply-to
+        # name, delivered or not: there a return says nothing, so it is only a DEBUG line.
+        direct = routing_key.startswith(DIRECT_REPLY_TO)
+        (self.log.debug if direct else self.log.warn)(
             "reply unroutable reply_to={reply_to} correlation_id={correlation_id} code={code}",
-            reply_to=text(message.routing_key),
-            correlation_id=text(properties.get("correlation-id")),
+            reply_to=routing_key,
+            correlation_id=text(message.content.properties.get("correlation-id")),
             code=message.reply_code,
         )
 

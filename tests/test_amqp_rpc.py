@@ -333,3 +333,21 @@ async def test_redelivered_copy_of_a_running_invocation_is_attached(queue, tmp_p
     assert json.loads(reply.body) == "once"
     assert record.read_text().split() == ["202"]
     assert any("duplicate delivery attached" in (e.get("log_format") or "") for e in log_events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unroutable_reply_is_logged_and_the_request_acked(queue, log_events):
+    """A reply to a queue that does not exist comes back (basic.return): WARNING, acked anyway."""
+    daemon = await amqp_daemon(queue)
+    try:
+        request = Request(b'{"echo": 1}')
+        await in_thread(publish_only, queue, [request], queue + "-gone")
+        assert await wait_until(
+            lambda: any("reply unroutable" in (e.get("log_format") or "") for e in log_events), 10
+        )
+        [event] = [e for e in log_events if "reply unroutable" in (e.get("log_format") or "")]
+        assert event["reply_to"] == queue + "-gone"
+        assert event["correlation_id"] == request.correlation_id
+    finally:
+        await daemon.stop()
+    assert queue_counts(queue) == (0, 0)
