@@ -246,6 +246,22 @@ class AmqpProtocol(AMQClient):
         self._lost_waiters: list[defer.Deferred] = []
         self.lost_reason: Failure | None = None
 
+    def connectionMade(self):
+        # Small frames in both directions (publish, confirm, ack): Nagle's algorithm against
+        # the broker's delayed ACKs would add 40 ms stalls.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+        super().connectionMade()
+
+    def channel(self, id):
+        # txAMQP looks a channel up for every frame through a DeferredLock and inlineCallbacks;
+        # the lock only guards creation, so known channels are returned at once.
+        known = self.channels.get(id)
+        if known is not None:
+            return defer.succeed(known)
+        return super().channel(id)
+
     async def open(self) -> None:
         """Handshake up to ``connection.open-ok``."""
         await self.start(self.plain_response, mechanism="PLAIN")

@@ -52,7 +52,7 @@ CLOSE_WAIT = 2.0
 #: What the cache holds for a completed Event (nothing to send; ack the copy).
 _EVENT_DONE = "event done"
 _MAX_PREFETCH = 65535
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to."
+_DIRECT_REPLY_TO = b"amq.rabbitmq.reply-to."
 
 
 class _Session:
@@ -374,7 +374,9 @@ class AmqpRpc(Service, Handlers):
             self._keep(delivery, reply)
             return
         try:
-            confirmed = delivery.session.publisher.publish(delivery.reply_to, reply.body, reply.properties)
+            confirmed = delivery.session.publisher.publish(
+                delivery.reply_to, reply.body, reply.properties, mandatory=_mandatory(delivery.reply_to)
+            )
         except Closed:
             self._keep(delivery, reply)
             return
@@ -403,7 +405,9 @@ class AmqpRpc(Service, Handlers):
         kept, self._kept = self._kept, OrderedDict()
         for routing_key, reply in kept.values():
             try:
-                confirmed = session.publisher.publish(routing_key, reply.body, reply.properties)
+                confirmed = session.publisher.publish(
+                    routing_key, reply.body, reply.properties, mandatory=_mandatory(routing_key)
+                )
             except Closed:
                 return
             confirmed.addErrback(
@@ -431,13 +435,9 @@ class AmqpRpc(Service, Handlers):
     # --- broker notifications (Handlers) ----------------------------------------------------
 
     def returned(self, channel, message) -> None:
-        routing_key = text(message.routing_key) or ""
-        # RabbitMQ (3.10 at least) returns every mandatory message sent to a direct reply-to
-        # name, delivered or not: there a return says nothing, so it is only a DEBUG line.
-        direct = routing_key.startswith(DIRECT_REPLY_TO)
-        (self.log.debug if direct else self.log.warn)(
+        self.log.warn(
             "reply unroutable reply_to={reply_to} correlation_id={correlation_id} code={code}",
-            reply_to=routing_key,
+            reply_to=text(message.routing_key),
             correlation_id=text(message.content.properties.get("correlation-id")),
             code=message.reply_code,
         )
@@ -463,3 +463,11 @@ def _reply_code(error: Exception):
     reason = error.args[0] if error.args else None
     return getattr(reason, "reply_code", None)
 
+
+def _mandatory(reply_to: bytes) -> bool:
+    """
+    Replies are published ``mandatory`` so that a vanished reply queue is noticed (A02), except
+    to direct reply-to names: RabbitMQ (3.10 at least) returns every mandatory message sent to
+    one, delivered or not, so there a return would say nothing and cost three frames per reply.
+    """
+    return not reply_to.startswith(_DIRECT_REPLY_TO)
