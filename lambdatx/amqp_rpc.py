@@ -132,6 +132,12 @@ class AmqpRpc(Service, Handlers):
         super().startService()
         self._connector.startService()
 
+    @property
+    def connection(self):
+        """The broker connection the consumer is on, None while there is none."""
+        session = self._session
+        return session.protocol if session is not None and session.alive else None
+
     def when_ready(self) -> defer.Deferred:
         """Fires when the consumer is (or next becomes) ready."""
         d: defer.Deferred = defer.Deferred()
@@ -394,8 +400,16 @@ class AmqpRpc(Service, Handlers):
             self._keep(delivery, reply)
 
     def _keep(self, delivery: _Delivery, reply: Reply) -> None:
-        """Hold a reply until the connection is back (at most ``capacity`` of them)."""
+        """
+        A reply whose delivery tag is dead: publish it on the current connection (no ack is
+        possible), or hold it until the connection is back (at most ``capacity`` of them).
+        """
         key = (delivery.reply_to, delivery.correlation_id or id(reply))
+        session = self._session
+        if session is not None and session.alive:
+            self._kept[key] = (delivery.reply_to, reply)
+            self._send_kept(session)
+            return
         self._kept[key] = (delivery.reply_to, reply)
         while len(self._kept) > self.config.capacity:
             self._kept.popitem(last=False)
@@ -403,18 +417,19 @@ class AmqpRpc(Service, Handlers):
 
     def _send_kept(self, session: _Session) -> None:
         kept, self._kept = self._kept, OrderedDict()
-        for routing_key, reply in kept.values():
+        for key, (routing_key, reply) in kept.items():
             try:
                 confirmed = session.publisher.publish(
                     routing_key, reply.body, reply.properties, mandatory=_mandatory(routing_key)
                 )
             except Closed:
-                return
+                self._kept[key] = (routing_key, reply)  # and the rest: wait for the next session
+                continue
             confirmed.addErrback(
                 lambda failure: self.log.info("kept reply not confirmed: {why}", why=str(failure.value))
             )
         if kept:
-            self.log.info("published {count} replies kept during the outage", count=len(kept))
+            self.log.info("published {count} replies kept over the outage", count=len(kept))
 
     def _settle(self, delivery: _Delivery, action: str) -> None:
         """``ack``, ``nack`` (requeue) or ``reject`` (no requeue), when its tag is still alive."""

@@ -162,6 +162,17 @@ def connection_pids(name: str) -> list[str]:
     return pids
 
 
+def close_connection_from_port(port: int) -> int:
+    """Close the broker's connection whose client side uses local ``port``."""
+    closed = 0
+    for line in rabbitmqctl("list_connections", "pid", "peer_port").splitlines():
+        pid, _, peer_port = line.partition("\t")
+        if peer_port.strip() == str(port):
+            rabbitmqctl("close_connection", pid.strip(), "closed by test")
+            closed += 1
+    return closed
+
+
 def close_connections(name: str) -> int:
     pids = connection_pids(name)
     for pid in pids:

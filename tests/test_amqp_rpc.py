@@ -13,6 +13,7 @@ from twisted.internet import reactor, task, threads
 
 from amqp_helpers import (
     Request,
+    close_connection_from_port,
     close_connections,
     connection_pids,
     declare,
@@ -20,6 +21,7 @@ from amqp_helpers import (
     publish_only,
     queue_counts,
     queue_name,
+    rabbitmqctl,
     rpc,
     collect,
 )
@@ -351,3 +353,44 @@ async def test_unroutable_reply_is_logged_and_the_request_acked(queue, log_event
     finally:
         await daemon.stop()
     assert queue_counts(queue) == (0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reply_of_a_run_that_outlives_its_connection_is_still_published(queue, tmp_path):
+    """The connection drops mid-run and the requeued copy runs on another daemon: both runs
+    answer (at-least-once), the first over its new connection."""
+    first = await amqp_daemon(queue, timeout=10.0)
+    record = tmp_path / "record"
+    request = Request(json.dumps({"sleep": 2, "record": str(record), "echo": "x"}).encode())
+    second = None
+    try:
+        load = threads.deferToThread(rpc, queue, [request], timeout=30, linger=4.0)
+        assert await wait_until(lambda: first.service.amqp.deliveries == 1, 10)
+        second = await amqp_daemon(queue, timeout=10.0)
+        # Only the first daemon's connection: the requeued copy goes to the second one.
+        port = first.service.amqp.connection.transport.getHost().port
+        assert await in_thread(close_connection_from_port, port) == 1
+        replies = await load
+    finally:
+        await first.stop()
+        if second is not None:
+            await second.stop()
+    assert [json.loads(r.body) for r in replies[request.correlation_id]] == ["x", "x"]
+    assert record.read_text().split() == ["202", "202"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_heartbeat_is_negotiated_and_keeps_an_idle_connection(queue):
+    """heartbeat=1 reaches the broker in tune-ok and an idle connection survives several."""
+    daemon = await start(config(function_name=queue, amqp_uri=URI + "&heartbeat=1"))
+    try:
+        await within(daemon.service.amqp.when_ready(), 20)
+        port = daemon.service.amqp.connection.transport.getHost().port
+        rows = (await in_thread(rabbitmqctl, "list_connections", "peer_port", "timeout")).split("\n")
+        assert f"{port}\t1" in rows
+        await task.deferLater(reactor, 4.0, lambda: None)
+        assert daemon.service.amqp.sessions == 1
+        request = Request(b'{"echo": "still here"}')
+        assert body((await in_thread(rpc, queue, [request]))[request.correlation_id][0]) == "still here"
+    finally:
+        await daemon.stop()
