@@ -152,7 +152,8 @@ class AmqpDelegate(TwistedDelegate):
             return super().dispatch(channel, message)
         except Exception:
             self.log.failure(
-                "error handling {method}", method=f"{message.method.klass.name}.{message.method.name}"
+                "error handling {method}",
+                method=f"{message.method.klass.name}.{message.method.name}",
             )
 
     def connection_start(self, ch, msg):
@@ -172,7 +173,9 @@ class AmqpDelegate(TwistedDelegate):
         frame_max = msg.frame_max or DEFAULT_FRAME_MAX
         client.MAX_LENGTH = frame_max
         client.channel_max = msg.channel_max or 65535
-        ch.connection_tune_ok(channel_max=msg.channel_max, frame_max=frame_max, heartbeat=heartbeat)
+        ch.connection_tune_ok(
+            channel_max=msg.channel_max, frame_max=frame_max, heartbeat=heartbeat
+        )
         client.started.fire()
 
     def connection_close(self, ch, msg):
@@ -388,8 +391,13 @@ class Nacked(Exception):
 async def bounded(d: defer.Deferred, timeout: float, clock) -> None:
     """Wait for ``d`` at most ``timeout`` seconds, whatever its outcome (which is consumed)."""
     waiter: defer.Deferred = defer.Deferred()
-    timer = clock.callLater(timeout, lambda: waiter.called or waiter.callback(None))
-    d.addBoth(lambda _: waiter.called or waiter.callback(None))
+
+    def done(_: object = None) -> None:
+        if not waiter.called:
+            waiter.callback(None)
+
+    timer = clock.callLater(timeout, done)
+    d.addBoth(done)
     await waiter
     if timer.active():
         timer.cancel()

@@ -21,6 +21,7 @@ from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,7 +34,9 @@ from .amqp_uri import AmqpUri
 BACKOFF_CAP = 30.0
 
 
-def backoff_delay(retry_delay: float, n: int, jitter: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    retry_delay: float, n: int, jitter: Callable[[], float] = random.random
+) -> float:
     """The delay before retry ``n`` (n ≥ 1): ``retry_delay × 2^(n−1)``, capped, ±20 % jitter."""
     cap = max(retry_delay, BACKOFF_CAP)
     base = cap if n > 64 else min(retry_delay * 2 ** (n - 1), cap)
@@ -229,7 +232,7 @@ class AmqpConnector(Service):
         if self.protocol is amqp:
             self.protocol = None
         self._lost_ready = True
-        reason = amqp.lost_reason
+        reason = amqp.lost_reason or Failure(ConnectionDone())
         self._last_error = amqp.close_reason or _describe(reason)
         if self.running:
             self._on_lost(reason)

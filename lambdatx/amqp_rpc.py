@@ -24,15 +24,15 @@ Ack policy (amqp-rpc.md §5-§6), the one place it is decided:
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .amqp_client import Closed, Handlers, Nacked, bounded
+from .amqp_client import Closed, Handlers, Nacked
 from .amqp_connector import AmqpConnector, connection_name
 from .amqp_messages import (
     Reply,
@@ -43,41 +43,16 @@ from .amqp_messages import (
     request_id_for,
     text,
 )
+from .amqp_session import Delivery, Session
 from .amqp_uri import parse_amqp_uri
 from .errors import ServiceError, ShuttingDown
+from .invocation import new_request_id
 from .wire import internal_error
 
 #: How long closing waits for the last replies to be confirmed and acked.
 CLOSE_WAIT = 2.0
 #: What the cache holds for a completed Event (nothing to send; ack the copy).
 _EVENT_DONE = "event done"
-_MAX_PREFETCH = 65535
-_DIRECT_REPLY_TO = b"amq.rabbitmq.reply-to."
-
-
-class _Session:
-    """One connection's channels. Deliveries point at theirs: a dead session means dead tags."""
-
-    __slots__ = ("protocol", "consumer", "publisher", "consumer_tag", "alive")
-
-    def __init__(self, protocol, consumer, publisher, consumer_tag: bytes):
-        self.protocol = protocol
-        self.consumer = consumer
-        self.publisher = publisher
-        self.consumer_tag = consumer_tag
-        self.alive = True
-
-
-class _Delivery:
-    __slots__ = ("session", "tag", "redelivered", "reply_to", "correlation_id")
-
-    def __init__(self, session, tag, redelivered, reply_to, correlation_id):
-        self.session = session
-        self.tag = tag
-        self.redelivered = redelivered
-        #: Routing key of the reply (bytes), None for an Event.
-        self.reply_to = reply_to
-        self.correlation_id = correlation_id
 
 
 class _Run:
@@ -112,13 +87,13 @@ class AmqpRpc(Service, Handlers):
             self._lost,
             on_give_up,
         )
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._active: dict[object, _Run] = {}
         self._runs: dict[tuple, _Run] = {}
         self._request_ids: set[str] = set()
         self._cache = ReplyCache(reactor)
         #: Replies finished while disconnected, by (reply_to, correlation_id): sent on reconnect.
-        self._kept: OrderedDict[tuple, tuple[bytes, Reply]] = OrderedDict()
+        self._kept: OrderedDict[tuple, tuple[Any, Reply]] = OrderedDict()
         self._unconfirmed = 0
         self._ready_waiters: list[defer.Deferred] = []
         self._stopping = False
@@ -149,44 +124,21 @@ class AmqpRpc(Service, Handlers):
 
     async def _ready(self, protocol) -> None:
         protocol.handlers = self
-        consumer = await self._declare(protocol)
-        prefetch = min(self.config.capacity, _MAX_PREFETCH)
-        await consumer.basic_qos(prefetch_size=0, prefetch_count=prefetch, global_=False)
-        publisher = await protocol.confirm_channel()
+        session = await Session.open(protocol, self.queue, self.config.capacity)
         if self._stopping:
             raise ShuttingDown()
-        tag = f"lambdatx-{uuid.uuid4()}".encode("ascii")
-        session = self._session = _Session(protocol, consumer, publisher, tag)
+        self._session = session
         self.sessions += 1
-        await consumer.basic_consume(queue=self.queue, consumer_tag=tag, no_ack=False)
+        await session.consume(self.queue)
         self._send_kept(session)
         self.log.info(
             "AMQP consumer ready queue={queue} prefetch={prefetch}",
             queue=self.config.function_name,
-            prefetch=prefetch,
+            prefetch=self.config.capacity,
         )
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.callback(None)
-
-    async def _declare(self, protocol):
-        """Declare the durable queue; on 406 consume the existing one as it is (§2)."""
-        channel = await protocol.new_channel()
-        try:
-            await channel.queue_declare(queue=self.queue, durable=True, auto_delete=False)
-            return channel
-        except Closed as error:
-            if _reply_code(error) != 406:
-                raise
-            reason = text(error.args[0].reply_text)
-        self.log.warn(
-            "queue exists with different properties; using it as is queue={queue} reason={reason}",
-            queue=self.config.function_name,
-            reason=reason,
-        )
-        channel = await protocol.new_channel()
-        await channel.queue_declare(queue=self.queue, passive=True)
-        return channel
 
     def _lost(self, reason: Failure) -> None:
         session, self._session = self._session, None
@@ -203,15 +155,13 @@ class AmqpRpc(Service, Handlers):
     async def stop_intake(self) -> None:
         """Shutdown step 2: ``basic.cancel``, then requeue what is only queued here."""
         self._stopping = True
-        session = self._session
-        if session is not None and session.alive:
-            cancelling = session.consumer.basic_cancel(consumer_tag=session.consumer_tag)
-            await bounded(cancelling, CLOSE_WAIT, self.reactor)
+        if self._session is not None:
+            await self._session.cancel(CLOSE_WAIT, self.reactor)
         runs = dict(self._active)
         withdrawn = self.dispatcher.withdraw_queued(lambda invocation: invocation in runs)
         for invocation in withdrawn:
             for delivery in runs[invocation].deliveries:
-                self._settle(delivery, "nack")
+                delivery.settle("nack")
         if withdrawn:
             self.log.info("returned {count} queued deliveries to the queue", count=len(withdrawn))
 
@@ -244,7 +194,7 @@ class AmqpRpc(Service, Handlers):
         content = message.content
         properties = content.properties
         body = content.body if isinstance(content.body, bytes) else content.body.encode()
-        delivery = _Delivery(
+        delivery = Delivery(
             session,
             message.delivery_tag,
             message.redelivered,
@@ -254,12 +204,22 @@ class AmqpRpc(Service, Handlers):
         try:
             self._delivered(delivery, properties, body)
         except Exception:
-            self.log.failure("unexpected error handling a delivery")
-            self._settle(delivery, "reject")
+            # E18: a bug, never a reason to take the consumer down.
+            request_id = new_request_id()
+            self.log.failure("unexpected error handling a delivery request_id={request_id}",
+                             request_id=request_id)  # fmt: skip
+            if delivery.reply_to is None:
+                delivery.settle("reject")
+            else:
+                error = internal_error(request_id)
+                self._send(
+                    delivery,
+                    reply_message(self.config, error, request_id, delivery.correlation_id),
+                )
 
-    def _delivered(self, delivery: _Delivery, properties: dict, body: bytes) -> None:
+    def _delivered(self, delivery: Delivery, properties: dict, body: bytes) -> None:
         if self._stopping:
-            self._settle(delivery, "nack")
+            delivery.settle("nack")
             return
         key = None
         if delivery.correlation_id is not None:
@@ -268,12 +228,14 @@ class AmqpRpc(Service, Handlers):
                 return
         request_id = request_id_for(text(delivery.correlation_id), self._request_ids)
         if delivery.reply_to is not None and delivery.correlation_id is None:
-            self.log.warn("request has no correlation_id request_id={request_id}", request_id=request_id)
+            self.log.warn(
+                "request has no correlation_id request_id={request_id}", request_id=request_id
+            )
         try:
             invocation = parse_request(self.config, properties, body, request_id)
             outcome = self.dispatcher.submit(invocation)
         except ShuttingDown:
-            self._settle(delivery, "nack")
+            delivery.settle("nack")
             return
         except ServiceError as error:
             self._rejected(delivery, error, request_id)
@@ -285,12 +247,14 @@ class AmqpRpc(Service, Handlers):
             self._runs[key] = run
         outcome.addCallbacks(self._finished, self._failed, (run,), None, (run,))
 
-    def _duplicate(self, key: tuple, delivery: _Delivery) -> bool:
+    def _duplicate(self, key: tuple, delivery: Delivery) -> bool:
         """§6: attach a redelivered copy to its run, or answer it from the kept reply."""
         run = self._runs.get(key)
         if run is not None:
             run.deliveries.append(delivery)
-            self.log.info("duplicate delivery attached request_id={request_id}", request_id=run.request_id)
+            self.log.info(
+                "duplicate delivery attached request_id={request_id}", request_id=run.request_id
+            )
             return True
         kept = self._cache.get(key)
         if kept is None:
@@ -298,12 +262,12 @@ class AmqpRpc(Service, Handlers):
         self.log.info("duplicate delivery answered from the kept reply correlation_id={cid}",
                       cid=text(delivery.correlation_id))  # fmt: skip
         if kept is _EVENT_DONE or delivery.reply_to is None:
-            self._settle(delivery, "ack")
+            delivery.settle("ack")
         else:
             self._send(delivery, kept)
         return True
 
-    def _rejected(self, delivery: _Delivery, error: ServiceError, request_id: str) -> None:
+    def _rejected(self, delivery: Delivery, error: ServiceError, request_id: str) -> None:
         if delivery.reply_to is None:
             self.log.error(
                 "event rejected reason={reason} request_id={request_id}: {message}",
@@ -311,14 +275,16 @@ class AmqpRpc(Service, Handlers):
                 request_id=request_id,
                 message=error.message,
             )
-            self._settle(delivery, "reject")
+            delivery.settle("reject")
             return
         self.log.info(
             "invoke rejected error={error} request_id={request_id}",
             error=error.error_type,
             request_id=request_id,
         )
-        self._send(delivery, reply_message(self.config, error, request_id, delivery.correlation_id))
+        self._send(
+            delivery, reply_message(self.config, error, request_id, delivery.correlation_id)
+        )
 
     # --- outcomes ---------------------------------------------------------------------------
 
@@ -339,13 +305,16 @@ class AmqpRpc(Service, Handlers):
                     error_type=outcome.error_type,
                 )
             else:
-                self.log.info("event invocation succeeded request_id={request_id}", request_id=run.request_id)
-            result = _EVENT_DONE
+                self.log.info(
+                    "event invocation succeeded request_id={request_id}", request_id=run.request_id
+                )
+            result: Reply | str = _EVENT_DONE
             for delivery in run.deliveries:
-                self._settle(delivery, "ack")
+                delivery.settle("ack")
         else:
-            result = reply_message(self.config, outcome, run.request_id, first.correlation_id)
-            self._answer(run, result)
+            reply = reply_message(self.config, outcome, run.request_id, first.correlation_id)
+            self._answer(run, reply)
+            result = reply
         if run.key is not None:
             self._cache.put(run.key, result)
 
@@ -355,18 +324,23 @@ class AmqpRpc(Service, Handlers):
             return  # withdrawn from the dispatcher queue: whoever withdrew it settles it
         if failure.check(ShuttingDown):
             for delivery in run.deliveries:
-                self._settle(delivery, "nack")
+                delivery.settle("nack")
             return
-        self.log.failure("invocation failed request_id={request_id}", failure, request_id=run.request_id)
+        self.log.failure(
+            "invocation failed request_id={request_id}", failure, request_id=run.request_id
+        )
         if run.invocation.event:
             for delivery in run.deliveries:
-                self._settle(delivery, "reject")
+                delivery.settle("reject")
             return
         error = internal_error(run.request_id)
-        self._answer(run, reply_message(self.config, error, run.request_id, run.deliveries[0].correlation_id))
+        self._answer(
+            run,
+            reply_message(self.config, error, run.request_id, run.deliveries[0].correlation_id),
+        )
 
     def _answer(self, run: _Run, reply: Reply) -> None:
-        alive = [d for d in run.deliveries if d.session.alive]
+        alive = [d for d in run.deliveries if d.alive]
         for delivery in alive:
             self._send(delivery, reply)
         if not alive:
@@ -374,78 +348,59 @@ class AmqpRpc(Service, Handlers):
 
     # --- publishing and settling --------------------------------------------------------------
 
-    def _send(self, delivery: _Delivery, reply: Reply) -> None:
+    def _send(self, delivery: Delivery, reply: Reply) -> None:
         """Publish the reply; ack the delivery once the broker confirms it."""
-        if not delivery.session.alive:
+        if not delivery.alive:
             self._keep(delivery, reply)
             return
         try:
-            confirmed = delivery.session.publisher.publish(
-                delivery.reply_to, reply.body, reply.properties, mandatory=_mandatory(delivery.reply_to)
-            )
+            confirmed = delivery.session.publish(delivery.reply_to, reply)
         except Closed:
             self._keep(delivery, reply)
             return
         self._unconfirmed += 1
         confirmed.addBoth(self._confirmed, delivery, reply)
 
-    def _confirmed(self, result, delivery: _Delivery, reply: Reply) -> None:
+    def _confirmed(self, result, delivery: Delivery, reply: Reply) -> None:
         self._unconfirmed -= 1
         if not isinstance(result, Failure):
-            self._settle(delivery, "ack")
+            delivery.settle("ack")
         elif result.check(Nacked):
             self.log.warn("reply refused by the broker (basic.nack); request requeued")
-            self._settle(delivery, "nack")
+            delivery.settle("nack")
         else:
             self._keep(delivery, reply)
 
-    def _keep(self, delivery: _Delivery, reply: Reply) -> None:
+    def _keep(self, delivery: Delivery, reply: Reply) -> None:
         """
         A reply whose delivery tag is dead: publish it on the current connection (no ack is
         possible), or hold it until the connection is back (at most ``capacity`` of them).
         """
         key = (delivery.reply_to, delivery.correlation_id or id(reply))
+        self._kept[key] = (delivery.reply_to, reply)
         session = self._session
         if session is not None and session.alive:
-            self._kept[key] = (delivery.reply_to, reply)
             self._send_kept(session)
             return
-        self._kept[key] = (delivery.reply_to, reply)
         while len(self._kept) > self.config.capacity:
             self._kept.popitem(last=False)
             self.log.warn("too many replies waiting for the broker: the oldest is dropped")
 
-    def _send_kept(self, session: _Session) -> None:
+    def _send_kept(self, session: Session) -> None:
         kept, self._kept = self._kept, OrderedDict()
         for key, (routing_key, reply) in kept.items():
             try:
-                confirmed = session.publisher.publish(
-                    routing_key, reply.body, reply.properties, mandatory=_mandatory(routing_key)
-                )
+                confirmed = session.publish(routing_key, reply)
             except Closed:
                 self._kept[key] = (routing_key, reply)  # and the rest: wait for the next session
                 continue
             confirmed.addErrback(
-                lambda failure: self.log.info("kept reply not confirmed: {why}", why=str(failure.value))
+                lambda failure: self.log.info(
+                    "kept reply not confirmed: {why}", why=str(failure.value)
+                )
             )
         if kept:
             self.log.info("published {count} replies kept over the outage", count=len(kept))
-
-    def _settle(self, delivery: _Delivery, action: str) -> None:
-        """``ack``, ``nack`` (requeue) or ``reject`` (no requeue), when its tag is still alive."""
-        session = delivery.session
-        if not session.alive:
-            return
-        channel = session.consumer
-        if action == "ack":
-            sent = channel.basic_ack(delivery_tag=delivery.tag, multiple=False)
-        elif action == "nack":
-            sent = channel.basic_nack(delivery_tag=delivery.tag, multiple=False, requeue=True)
-        else:
-            sent = channel.basic_reject(delivery_tag=delivery.tag, requeue=False)
-        sent.addErrback(
-            lambda failure: self.log.debug("{action} not sent: {why}", action=action, why=str(failure.value))
-        )
 
     # --- broker notifications (Handlers) ----------------------------------------------------
 
@@ -466,23 +421,8 @@ class AmqpRpc(Service, Handlers):
     def _reset(self, channel, why: str) -> None:
         """A channel of the session is gone: start over on a new connection (§7)."""
         session = self._session
-        if session is None or channel not in (session.consumer, session.publisher.channel):
+        if session is None or not session.owns(channel):
             return
         if self._stopping and channel is session.consumer:
             return
-        self.log.warn("{why}; reconnecting", why=why)
-        session.protocol.transport.loseConnection()
-
-
-def _reply_code(error: Exception):
-    reason = error.args[0] if error.args else None
-    return getattr(reason, "reply_code", None)
-
-
-def _mandatory(reply_to: bytes) -> bool:
-    """
-    Replies are published ``mandatory`` so that a vanished reply queue is noticed (A02), except
-    to direct reply-to names: RabbitMQ (3.10 at least) returns every mandatory message sent to
-    one, delivered or not, so there a return would say nothing and cost three frames per reply.
-    """
-    return not reply_to.startswith(_DIRECT_REPLY_TO)
+        session.drop(why)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote
 
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
@@ -135,9 +136,7 @@ def uri_warnings(text: str, env_credentials: bool) -> list[str]:
     uri = parse_amqp_uri(text)
     warnings = list(uri.warnings)
     if env_credentials and uri.username is not None:
-        warnings.append(
-            "AMQP_URI has user info: AMQP_USERNAME and AMQP_PASSWORD are ignored"
-        )
+        warnings.append("AMQP_URI has user info: AMQP_USERNAME and AMQP_PASSWORD are ignored")
     return warnings
 
 
@@ -187,8 +186,8 @@ def _check_host(host: str) -> None:
         raise AmqpUriError(f'invalid host "{host}"')
 
 
-def _parameters(query: str, tls: bool) -> tuple[dict[str, object], list[str]]:
-    settings: dict[str, object] = {}
+def _parameters(query: str, tls: bool) -> tuple[dict[str, Any], list[str]]:
+    settings: dict[str, Any] = {}
     warnings: list[str] = []
     for item in filter(None, query.split("&")):
         raw_name, _, raw_value = item.partition("=")

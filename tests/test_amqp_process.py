@@ -58,7 +58,9 @@ async def wait_for(predicate, seconds: float) -> bool:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sigkill_with_unacked_requests_another_daemon_answers_them(queue, tmp_path, processes):
+async def test_sigkill_with_unacked_requests_another_daemon_answers_them(
+    queue, tmp_path, processes
+):
     """A daemon SIGKILLed while holding unacked requests: a second daemon answers all of them."""
     first = DaemonProcess(queue, tmp_path / "first.log", MAX_CONCURRENCY="2")
     processes.append(first)

@@ -386,11 +386,16 @@ async def test_heartbeat_is_negotiated_and_keeps_an_idle_connection(queue):
     try:
         await within(daemon.service.amqp.when_ready(), 20)
         port = daemon.service.amqp.connection.transport.getHost().port
-        rows = (await in_thread(rabbitmqctl, "list_connections", "peer_port", "timeout")).split("\n")
+        rows = (await in_thread(rabbitmqctl, "list_connections", "peer_port", "timeout")).split(
+            "\n"
+        )
         assert f"{port}\t1" in rows
         await task.deferLater(reactor, 4.0, lambda: None)
         assert daemon.service.amqp.sessions == 1
         request = Request(b'{"echo": "still here"}')
-        assert body((await in_thread(rpc, queue, [request]))[request.correlation_id][0]) == "still here"
+        assert (
+            body((await in_thread(rpc, queue, [request]))[request.correlation_id][0])
+            == "still here"
+        )
     finally:
         await daemon.stop()

@@ -195,7 +195,12 @@ def test_tables_written_by_pika_are_read():
 def test_request_headers_match_case_insensitively_and_decode_bytes():
     """Header names match in any case; byte strings are UTF-8 text; others are ignored."""
     found = request_headers(
-        {"X-AMZ-LOG-TYPE": "Tail", "x-amzn-trace-id": b"Root=1", "Other": 5, b"x-amz-tenant-id": "t"}
+        {
+            "X-AMZ-LOG-TYPE": "Tail",
+            "x-amzn-trace-id": b"Root=1",
+            "Other": 5,
+            b"x-amz-tenant-id": "t",
+        }
     )
     assert found == {"log_type": "Tail", "trace_id": "Root=1", "tenant_id": "t"}
 

@@ -47,8 +47,12 @@ def test_percent_encoding_round_trips_for_arbitrary_text():
     rng = random.Random(4)
     alphabet = "azAZ09:/@%?#&= é€\u00ff-_."
     for _ in range(300):
-        user, password, vhost = ("".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(3))
-        text = f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@h/{quote(vhost, safe='')}"
+        user, password, vhost = (
+            "".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(3)
+        )
+        text = (
+            f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@h/{quote(vhost, safe='')}"
+        )
         uri = parse_amqp_uri(text)
         assert (uri.username, uri.password, uri.vhost) == (user, password, vhost)
 
