@@ -22,8 +22,11 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def queue_name(test_name: str) -> str:
-    """The test's own queue (and function) name: [a-zA-Z0-9-_]{1,64}."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", test_name)[:64]
+    """
+    The test's own queue (and function) name, [a-zA-Z0-9-_]{1,64}: the test's name plus the pid,
+    so that test runs sharing a broker never touch each other's queues or connections.
+    """
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", test_name)[:56] + f"-{os.getpid()}"
 
 
 def connect() -> pika.BlockingConnection:
