@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import psutil
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, task, threads
 
 from amqp_helpers import DaemonProcess, Request, delete_queue, queue_counts, queue_name, rpc
 from conftest import AMQP_URI, require_rabbitmq
@@ -54,6 +55,7 @@ async def wait_for(predicate, seconds: float) -> bool:
     while not await in_thread(predicate):
         if reactor.seconds() >= deadline:
             return False
+        await task.deferLater(reactor, 0.05, lambda: None)
     return True
 
 
@@ -136,3 +138,32 @@ async def test_sigterm_requeues_waiting_deliveries_and_exits_0(queue, tmp_path, 
         await second.stop()
     assert sorted(json.loads(v[0].body) for v in replies.values()) == [0, 1, 2]
     assert second.service.amqp.deliveries == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_invocation_killed_at_the_end_of_the_grace_is_answered(queue, tmp_path, processes):
+    """SIGTERM with a run longer than the grace: its reply is the Runtime.ExitError document,
+    published and acked before the daemon exits 0."""
+    daemon = DaemonProcess(queue, tmp_path / "daemon.log", LAMBDATX_SHUTDOWN_GRACE="0.5")
+    processes.append(daemon)
+    assert await in_thread(daemon.wait_for_log, "AMQP consumer ready", 30), daemon.log()
+    request = Request(b'{"sleep": 30}')
+    load = threads.deferToThread(rpc, queue, [request], timeout=30)
+
+    def running() -> bool:
+        # The runtime is spawned for the delivery; give it a moment to take the event.
+        children = psutil.Process(daemon.process.pid).children()
+        return bool(children) and time.time() - children[0].create_time() > 0.5
+
+    assert await wait_for(running, 20)
+    daemon.process.terminate()
+    assert await in_thread(daemon.wait, 20) == 0, daemon.log()
+    [reply] = (await load)[request.correlation_id]
+    assert reply.headers["X-Amz-Function-Error"] == "Unhandled"
+    document = json.loads(reply.body)
+    assert document["errorType"] == "Runtime.ExitError"
+    assert (
+        "signal: terminated" in document["errorMessage"]
+        or "signal: killed" in document["errorMessage"]
+    )
+    assert queue_counts(queue) == (0, 0)
