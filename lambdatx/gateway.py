@@ -1,0 +1,452 @@
+"""
+``lambdatx-server``: one Invoke API endpoint for every function, routed through RabbitMQ
+(amqp-rpc.md §9).
+
+Protocol (spec/invoke-api.md, with the gateway's differences): ``POST /2015-03-31/functions/
+{FunctionName}/invocations[?Qualifier=Q]`` for **any** function name (name, ``name:q``, partial
+or full ARN of this gateway's region and account; no ``function`` alias). The gateway checks
+locally whatever needs no function configuration (route, name syntax, header syntax, client
+context, the 6 MB / 1 MB body limits, early 413 through :class:`~lambdatx.httpserver.LambdaSite`),
+then publishes the call to the queue named after the function (:mod:`lambdatx.gateway_amqp`) and
+answers with the reply: the daemon decides everything else (qualifier, JSON validity) and its
+answer passes through unchanged. The qualifier travels as ``X-Lambdatx-Qualifier``. Every answer
+carries ``x-amzn-RequestId`` = the correlation id = the daemon's request id. With
+``ENABLE_OPENFAAS``: ``GET /_/health`` and ``GET /_/ready`` (broker connection up).
+
+Shutdown (:meth:`GatewayService.stopService`): stop listening, refuse requests still arriving on
+open connections (500 "Service is shutting down."), give pending calls up to
+:data:`SHUTDOWN_GRACE` seconds (a second signal ends it), close the broker connection (calls
+still pending get G05), let the last answers flush.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from klein import Klein
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from .errors import (
+    InvalidRequestContentException,
+    ListenError,
+    ServiceError,
+    ShuttingDown,
+    UnknownOperationException,
+)
+from .gateway_amqp import AmqpRouter, FunctionNotFound, reply_response
+from .gateway_config import GatewayConfig
+from .httpserver import LambdaSite, raw_response
+from .invocation import new_request_id
+from .invoke_api import (
+    CLIENT_CONTEXT,
+    COGNITO_IDENTITY,
+    CONTENT_ENCODING,
+    INVOCATION_TYPE,
+    INVOKE_ROUTE,
+    LOG_TYPE,
+    TENANT_ID,
+    TRACE_ID,
+    FunctionNameConverter,
+    invoke_body_limit,
+    invoke_too_large_response,
+)
+from .validate import (
+    COGNITO_IDENTITY_INVALID,
+    DRY_RUN,
+    EVENT,
+    check_cognito_identity,
+    check_content_encoding,
+    check_invocation_type,
+    check_log_type,
+    check_tenant_id,
+    decode_client_context,
+    function_not_found,
+    merge_qualifiers,
+    parse_function_name,
+    too_large,
+)
+from .wire import REQUEST_ID, error_response, internal_error
+
+#: Seconds pending calls get to finish after SIGTERM (7 s + margin fits ``docker stop``'s 10 s).
+SHUTDOWN_GRACE = 7.0
+EX_UNAVAILABLE = 69
+#: Twisted's default (50) drops connection bursts (SYN retries of 1 s, 3 s, …); the kernel caps
+#: it at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+
+_CONTENT_TYPE = b"content-type"
+_RESPONSE_LENGTH = b"Content-Length"
+_TEXT_PLAIN = [b"text/plain; charset=utf-8"]
+_REQUEST_ID_ATTR = "lambdatx_request_id"
+_OPENFAAS_PATHS = frozenset((b"/_/health", b"/_/ready"))
+_PHRASES = {413: b"Request Entity Too Large"}
+
+
+class GatewayApi:
+    """The gateway's Invoke API as a Klein app; ``GatewayApi(config, router).app.resource()``."""
+
+    app = Klein()
+    app.url_map.converters["function_name"] = FunctionNameConverter
+    log = Logger()
+
+    def __init__(self, config: GatewayConfig, router: Any):
+        self._config = config
+        #: ``request``/``event``/``exists`` calls and ``connected`` (:class:`AmqpRouter`).
+        self._router = router
+        #: Set when shutdown starts: requests still arriving get E16.
+        self.stopping = False
+
+    # --- routes -------------------------------------------------------------------------------
+
+    @app.route(INVOKE_ROUTE, methods=["POST"], merge_slashes=False)
+    async def invoke(self, request: Request, function_name: str) -> bytes:
+        request_id = _assign_request_id(request)
+        try:
+            name, qualifier, kind, payload, headers = self._check(request, function_name)
+        except ServiceError as error:
+            self.log.info(
+                "invoke rejected error={error} request_id={request_id}: {message}",
+                error=error.error_type,
+                request_id=request_id,
+                message=error.message,
+            )
+            raise
+        router = self._router
+        content_type = _last_raw(request, _CONTENT_TYPE)
+        try:
+            if kind == DRY_RUN:
+                if not await router.exists(name):
+                    raise FunctionNotFound(name)
+                return _empty(request, 204)
+            if kind == EVENT:
+                await router.event(name, payload, headers, content_type, request_id)
+                return _empty(request, 202)
+            reply = await router.request(name, payload, headers, content_type, request_id)
+        except FunctionNotFound:
+            self.log.info(
+                "function not found function={function} request_id={request_id}",
+                function=name,
+                request_id=request_id,
+            )
+            raise function_not_found(self._config.function_arn(name), qualifier) from None
+        status, pairs, body = reply_response(reply.properties, reply.body, request_id)
+        request.setResponseCode(status)
+        set_header = request.responseHeaders.setRawHeaders
+        for header, value in pairs:
+            set_header(header, [value])
+        set_header(_RESPONSE_LENGTH, [b"%d" % len(body)])
+        return body
+
+    @app.route("/_/health", methods=["GET"])
+    def health(self, request: Request) -> bytes:
+        self._require_openfaas(request)
+        return _plain(request, not self.stopping)
+
+    @app.route("/_/ready", methods=["GET"])
+    def ready(self, request: Request) -> bytes:
+        self._require_openfaas(request)
+        return _plain(request, self._router.connected and not self.stopping)
+
+    # --- local validation -----------------------------------------------------------------------
+
+    def _check(self, request: Request, raw_name: str) -> tuple[str, str | None, str, bytes, dict]:
+        """Everything that needs no function configuration, in the daemon's order."""
+        if self.stopping:
+            raise ShuttingDown()
+        config = self._config
+        target = parse_function_name(raw_name, config.region, config.account_id, config.partition)
+        qualifier = merge_qualifiers(target.qualifier, _query_qualifier(request))
+        get = request.requestHeaders.getRawHeaders
+        kind = check_invocation_type(_last(get(INVOCATION_TYPE)))
+        if kind == DRY_RUN:
+            payload = b""
+        elif getattr(request, "body_too_large", False):
+            limit = config.max_event_bytes if kind == EVENT else config.max_request_bytes
+            length = getattr(request, "body_length", None) or limit + 1
+            raise too_large(config.daemon_view, kind == EVENT, length)
+        else:
+            content = request.content
+            payload = content.read() if content is not None else b""
+        return target.name, qualifier, kind, payload, _forwarded_headers(get, qualifier)
+
+    def _require_openfaas(self, request: Request) -> None:
+        if not self._config.enable_openfaas:
+            raise UnknownOperationException(_method(request), _path(request))
+
+    # --- errors: the one table ----------------------------------------------------------------
+
+    @app.handle_errors(ServiceError)
+    def _service_error(self, request: Request, failure: Failure) -> bytes:
+        # Logged where decided: local rejections in invoke(), broker failures by the router.
+        return _error(request, failure.value)
+
+    @app.handle_errors(HTTPException)
+    def _routing_error(self, request: Request, failure: Failure) -> bytes:
+        exception = failure.value
+        method, path = _method(request), _path(request)
+        if isinstance(exception, MethodNotAllowed) and (
+            self._config.enable_openfaas or request.path not in _OPENFAAS_PATHS
+        ):
+            self.log.debug("method not allowed {method} {path}", method=method, path=path)
+            allow = ", ".join(exception.valid_methods or ("POST",)).encode("ascii")
+            return _error(request, UnknownOperationException(method, path, allowed=True), allow)
+        self.log.debug("unknown route {method} {path}", method=method, path=path)
+        return _error(request, UnknownOperationException(method, path))
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: Request, failure: Failure) -> bytes:
+        request_id = _assign_request_id(request)
+        self.log.failure("internal error request_id={request_id}", failure, request_id=request_id)
+        return _error(request, internal_error(request_id))
+
+
+def _forwarded_headers(get: Any, qualifier: str | None) -> dict[str, str]:
+    """Check the invoke headers (E03, E08-E10, E14) and return those forwarded (§9)."""
+    check_content_encoding(_last(get(CONTENT_ENCODING)))
+    table: dict[str, str] = {}
+    log_type = _last(get(LOG_TYPE))
+    check_log_type(log_type)
+    if log_type:
+        table["X-Amz-Log-Type"] = log_type
+    context = _last(get(CLIENT_CONTEXT))
+    if context and decode_client_context(context) is not None:
+        table["X-Amz-Client-Context"] = context
+    tenant = check_tenant_id(_last(get(TENANT_ID)))
+    if tenant is not None:
+        table["X-Amz-Tenant-Id"] = tenant
+    cognito = get(COGNITO_IDENTITY)
+    if cognito:
+        try:
+            identity = cognito[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequestContentException(COGNITO_IDENTITY_INVALID) from None
+        check_cognito_identity(identity)
+        table["X-Lambdatx-Cognito-Identity"] = identity
+    trace = get(TRACE_ID)
+    if trace and trace[-1]:
+        table["X-Amzn-Trace-Id"] = _text(trace[-1])
+    if qualifier:
+        table["X-Lambdatx-Qualifier"] = qualifier
+    return table
+
+
+# --- small request/response helpers -----------------------------------------------------------
+
+
+def _last(values: Any) -> str | None:
+    return values[-1].decode("latin-1") if values else None
+
+
+def _last_raw(request: Request, name: bytes) -> bytes | None:
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[-1] if values else None
+
+
+def _text(value: bytes) -> str:
+    """Header bytes as text for an AMQP string: UTF-8 when they are, else latin-1."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _query_qualifier(request: Request) -> str | None:
+    query = request.uri.partition(b"?")[2]
+    if not query:
+        return None
+    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("Qualifier")
+    return values[0] if values else None
+
+
+def _assign_request_id(request: Request) -> str:
+    request_id: str | None = getattr(request, _REQUEST_ID_ATTR, None)
+    if request_id is None:
+        request_id = new_request_id()
+        setattr(request, _REQUEST_ID_ATTR, request_id)
+        request.responseHeaders.setRawHeaders(REQUEST_ID, [request_id.encode("ascii")])
+    return request_id
+
+
+def _error(request: Request, error: ServiceError, allow: bytes = b"POST") -> bytes:
+    status, headers, body = error_response(error, _assign_request_id(request), allow)
+    request.setResponseCode(status)
+    set_header = request.responseHeaders.setRawHeaders
+    for name, value in headers:
+        set_header(name, [value])
+    set_header(_RESPONSE_LENGTH, [b"%d" % len(body)])
+    return body
+
+
+def _empty(request: Request, status: int) -> bytes:
+    request.setResponseCode(status)
+    request.defaultContentType = None
+    if status != 204:
+        request.responseHeaders.setRawHeaders(_RESPONSE_LENGTH, [b"0"])
+    return b""
+
+
+def _plain(request: Request, ok: bool) -> bytes:
+    _assign_request_id(request)
+    request.responseHeaders.setRawHeaders(_CONTENT_TYPE, _TEXT_PLAIN)
+    body = b"OK" if ok else b"Service Unavailable"
+    if not ok:
+        request.setResponseCode(503)
+    request.responseHeaders.setRawHeaders(_RESPONSE_LENGTH, [b"%d" % len(body)])
+    return body
+
+
+def _method(request: Request) -> str:
+    return request.method.decode("latin-1")
+
+
+def _path(request: Request) -> str:
+    return request.path.decode("latin-1")
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+class GatewayService(Service):
+    """The listener, the API and the broker connection; the console script and twistd run it."""
+
+    log = Logger()
+
+    def __init__(self, config: GatewayConfig, reactor: Any, *, router: Any = None):
+        self.config = config
+        self.reactor = reactor
+        self.router = router or AmqpRouter(config, reactor, lambda: self.finish(EX_UNAVAILABLE))
+        self.api = GatewayApi(config, self.router)
+        self.port: Any = None
+        self._listen_error: ListenError | None = None
+        self._ready_waiters: list[defer.Deferred] = []
+        self._finished_waiters: list[defer.Deferred] = []
+        self._grace_cut: defer.Deferred | None = None
+        self._stopping = False
+
+    def site(self) -> LambdaSite:
+        limits = self.config.daemon_view
+
+        def on_too_large(request, length):
+            status, headers, body = invoke_too_large_response(limits, request, length)
+            return raw_response(status, _PHRASES.get(status, b"Error"), headers, body)
+
+        return LambdaSite(
+            self.api.app.resource(),
+            body_limit=lambda request: invoke_body_limit(limits, request),
+            on_too_large=on_too_large,
+        )
+
+    def listen(self) -> Any:
+        """Open the listener now (idempotent); raises :class:`ListenError`."""
+        if self.port is None:
+            host, port = self.config.invoke_api_host, self.config.port
+            try:
+                self.port = self.reactor.listenTCP(
+                    port, self.site(), backlog=LISTEN_BACKLOG, interface=host
+                )
+            except CannotListenError as e:
+                reason = getattr(e.socketError, "strerror", None) or str(e.socketError or e)
+                raise ListenError(_address(host, port), str(reason).lower()) from None
+            self.log.info(
+                "listening on {address}", address=_address(host, self.port.getHost().port)
+            )
+        return self.port
+
+    def startService(self) -> None:
+        super().startService()
+        for warning in self.config.warnings:
+            self.log.warn("{warning}", warning=warning)
+        self.log.info("configuration", **self.config.settings())
+        try:
+            self.listen()
+        except ListenError as e:
+            self.log.critical(
+                "cannot listen on {address}: {reason}", address=e.address, reason=e.reason
+            )
+            self._listen_error = e
+        else:
+            self.router.start()
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            self._fire_ready(d)
+
+    def _fire_ready(self, d: defer.Deferred) -> None:
+        if self._listen_error is not None:
+            d.errback(self._listen_error)
+        else:
+            d.callback(self)
+
+    def when_ready(self) -> defer.Deferred:
+        """Fires with the service once listening, or fails with ListenError."""
+        d: defer.Deferred = defer.Deferred()
+        if self.running:
+            self._fire_ready(d)
+        else:
+            self._ready_waiters.append(d)
+        return d
+
+    def when_finished(self) -> defer.Deferred:
+        """Fires with an exit code when the gateway ends on its own (AMQP gave up: 69)."""
+        d: defer.Deferred = defer.Deferred()
+        self._finished_waiters.append(d)
+        return d
+
+    def finish(self, code: int) -> None:
+        waiters, self._finished_waiters = self._finished_waiters, []
+        for d in waiters:
+            d.callback(code)
+
+    def skip_grace(self) -> None:
+        cut, self._grace_cut = self._grace_cut, None
+        if cut is not None and not cut.called:
+            cut.callback(None)
+
+    def stopService(self) -> defer.Deferred:
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.api.stopping = True
+        if self.port is not None:
+            await defer.maybeDeferred(self.port.stopListening)
+        cut = self._grace_cut = defer.Deferred()
+        deadline = self.reactor.seconds() + SHUTDOWN_GRACE
+        while self.router.pending_count and not cut.called and self.reactor.seconds() < deadline:
+            await _first(cut, task.deferLater(self.reactor, 0.05, lambda: None))
+        self._grace_cut = None
+        await self.router.close()
+        # Calls answered just now (G05) are written on the next turns; let them go out.
+        await task.deferLater(self.reactor, 0.05, lambda: None)
+        super().stopService()
+
+
+async def _first(*ds: defer.Deferred) -> None:
+    """Wait for the first of ``ds`` without consuming the others' results."""
+    waiter: defer.Deferred = defer.Deferred()
+
+    def fire(result):
+        if not waiter.called:
+            waiter.callback(None)
+        return result
+
+    for d in ds:
+        d.addBoth(fire)
+    await waiter
+
+
+def make_gateway_service(config: GatewayConfig, reactor: Any, **parts: Any) -> GatewayService:
+    """The whole gateway; ``parts`` may replace the ``router`` in tests."""
+    return GatewayService(config, reactor, **parts)
