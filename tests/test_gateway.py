@@ -19,14 +19,7 @@ import treq
 from twisted.internet import defer, reactor, task
 from twisted.web.client import HTTPConnectionPool
 
-from amqp_helpers import (
-    close_connections,
-    connection_pids,
-    declare,
-    delete_queue,
-    queue_counts,
-    queue_name,
-)
+from amqp_helpers import declare, delete_queue, queue_counts, queue_name, rabbitmqctl
 from conftest import AMQP_URI, require_rabbitmq
 from daemon import config, curl, in_thread, start
 from lambdatx import gateway
@@ -43,11 +36,32 @@ GATEWAY_CONNECTION = f"lambdatx-server@{socket.gethostname()}"
 SERVER = Path(sys.executable).parent / "lambdatx-server"
 
 
+def gateway_connections() -> dict[int, str]:
+    """The broker's connections named ``lambdatx-server@<host>``: {client port: broker pid}.
+
+    The name is the same for every gateway on this host (amqp-rpc.md §1), so a test picks its
+    own by the client's port: other test runs sharing the broker are never touched.
+    """
+    found = {}
+    listing = rabbitmqctl("list_connections", "pid", "peer_port", "client_properties")
+    for line in listing.splitlines():
+        pid, _, rest = line.partition("\t")
+        port, _, properties = rest.partition("\t")
+        if f'"connection_name","{GATEWAY_CONNECTION}"' in properties.replace("longstr,", ""):
+            found[int(port)] = pid.strip()
+    return found
+
+
+def client_port(router) -> int:
+    """The local port of the router's current broker connection."""
+    return router._session.protocol.transport.getHost().port
+
+
 @pytest.fixture
 def names(request):
     """Two function (queue) names of this test, deleted before and after it."""
     require_rabbitmq()
-    base = queue_name(request.node.name)[:48]
+    base = queue_name(request.node.name[:40])  # with the pid: at most 48 characters
     pair = (base + "-a", base + "-b")
     for name in pair:
         delete_queue(name)
@@ -397,7 +411,9 @@ async def test_broker_connection_closed_mid_load(names, stack):
     try:
         load = defer.gatherResults([defer.Deferred.fromCoroutine(caller(w)) for w in range(16)])
         assert await wait_until(lambda: len(outcomes) >= 100, 30)
-        assert await in_thread(close_connections, GATEWAY_CONNECTION) == 1
+        first_port = client_port(router)
+        pid = (await in_thread(gateway_connections))[first_port]
+        await in_thread(rabbitmqctl, "close_connection", pid, "closed by test")
         closed_at = reactor.seconds()
         assert await wait_until(lambda: router.sessions >= 2, 15)
         reconnected_after = reactor.seconds() - closed_at
@@ -416,12 +432,14 @@ async def test_broker_connection_closed_mid_load(names, stack):
         assert 1 <= lost <= 16
         print(f"\n{len(outcomes)} calls; reconnected after {reconnected_after:.2f} s; "
               f"{lost} G05, {unavailable} G03")  # fmt: skip
-        assert len(await in_thread(connection_pids, GATEWAY_CONNECTION)) == 1
+        second_port = client_port(router)
+        ours = set(await in_thread(gateway_connections)) & {first_port, second_port}
+        assert ours == {second_port}
     finally:
         running[0] = False
         await pool.closeCachedConnections()
         await stack.stop()
-    assert await in_thread(connection_pids, GATEWAY_CONNECTION) == []
+    assert second_port not in await in_thread(gateway_connections)
 
 
 @pytest_twisted.ensureDeferred
@@ -438,6 +456,8 @@ async def test_shutdown_lets_pending_calls_finish_then_answers_g05(names, stack,
             curl("-XPOST", gateway_.invoke_url(names[1]), "-d", '{"sleep": 5}')
         )
         assert await wait_until(lambda: gateway_.router.pending_count == 2, 10)
+        port = client_port(gateway_.router)
+        assert port in await in_thread(gateway_connections)
         started = reactor.seconds()
         await gateway_.stop()
         assert reactor.seconds() - started < 4
@@ -445,7 +465,7 @@ async def test_shutdown_lets_pending_calls_finish_then_answers_g05(names, stack,
         assert (status, json.loads(body)) == (200, "done")
         status, headers, body = await within(slow, 10)
         assert (status, json.loads(body)["Message"]) == (500, REPLY_LOST)
-        assert await in_thread(connection_pids, GATEWAY_CONNECTION) == []
+        assert port not in await in_thread(gateway_connections)
     finally:
         await stack.stop()
 
