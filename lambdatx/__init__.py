@@ -15,7 +15,10 @@ Layout
 ``process``      child processes in their own session, exit status, output pass-through.
 ``reports``      START / END / REPORT / INIT_REPORT lines and the log tail.
 ``httpserver``   twisted.web fixes: bodies in memory and bounded, chunked trailers, quiet.
-``amqp_rpc``     AMQP-RPC consumer on RabbitMQ (txAMQP), enabled by AMQP_URI.
+``amqp_*``       AMQP-RPC consumer on RabbitMQ (txAMQP), enabled by AMQP_URI: URI parsing,
+                 connection and backoff, sessions, request/reply messages.
+``gateway*``     ``lambdatx-server``: the Invoke API for any function name, routed through
+                 RabbitMQ to the daemons (``twistd lambdatx-server``).
 
 Theory of operation
 ===================

@@ -322,7 +322,10 @@ class _Daemon:
 def _log_startup(config: Config) -> None:
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)
-    log.info("configuration", **effective_settings(config))
+    settings = effective_settings(config)
+    # "log_*" keys belong to twisted.logger (log_level would be overwritten): rename ours.
+    settings["daemon_log_level"] = settings.pop("log_level", config.log_level)
+    log.info("configuration", **settings)
     log.info(
         "function {function} (name from {source}), command: {command}",
         function=config.function_name,

@@ -82,7 +82,8 @@ class LambdaTxService(MultiService):
 
     def _listen(self, host: str, port: int, site):
         try:
-            listening = self.reactor.listenTCP(port, site, interface=host)
+            # A deep backlog: bursts of new connections must queue, not be dropped.
+            listening = self.reactor.listenTCP(port, site, backlog=1024, interface=host)
         except CannotListenError as e:
             reason = getattr(e.socketError, "strerror", None) or str(e.socketError or e)
             raise ListenError(_address(host, port), str(reason).lower())

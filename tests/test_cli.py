@@ -255,6 +255,7 @@ def test_startup_logs(run, tmp_path):
     assert "[WARNING] (lambdatx) --enable-init-caching is accepted and ignored" in err
     assert "[WARNING] (lambdatx) extensions are not run yet" in err
     assert "amqp_uri=amqp://u:***@h/" in err
+    assert "daemon_log_level=INFO" in err
     assert "function f (name from variable), command: /bin/true" in err
 
 
