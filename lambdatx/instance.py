@@ -37,6 +37,8 @@ STARTING, INITIALISING, IDLE, BUSY, DRAINING, DEAD = (
 
 #: Seconds a runtime gets to exit by itself after /init/error, and between TERM and KILL.
 EXIT_GRACE = 2.0
+#: Seconds between memory samples of a group holding an invocation (when reports are wanted).
+MEMORY_SAMPLE_INTERVAL = 0.1
 
 
 class Instance:
@@ -71,6 +73,7 @@ class Instance:
         self._idle_timer = None
         self._kill_timer = None
         self._killed_for: Optional[Job] = None
+        self._sampler = None
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process is not None else None
@@ -328,6 +331,7 @@ class Instance:
         self.reports.start(job.tail, job.request_id)
         if self.process is not None and self.reports.wanted(job.tail):
             self.process.sample_memory()
+            self._start_sampling()
 
     def _poll_cancelled(self, d: Deferred) -> None:
         for i, (pd, _alive) in enumerate(self.polls):
@@ -359,6 +363,22 @@ class Instance:
                 job.tail, job.request_id, duration, memory, job.init_ms, job.status, job.error_type
             )
         job.completed()
+        if not self.held:
+            self._stop_sampling()
+
+    def _start_sampling(self) -> None:
+        """Sample the group's memory every 100 ms while it holds an invocation (lifecycle §8)."""
+        if self._sampler is None:
+            self._sampler = self.clock.callLater(MEMORY_SAMPLE_INTERVAL, self._sample)
+
+    def _sample(self) -> None:
+        self._sampler = None
+        if self.process is not None and self.held and self.state != DEAD:
+            self.process.sample_memory()
+            self._sampler = self.clock.callLater(MEMORY_SAMPLE_INTERVAL, self._sample)
+
+    def _stop_sampling(self) -> None:
+        self._cancel("_sampler")
 
     def _report_failed_init(self, job: Job, outcome: Outcome, init_ms: float) -> None:
         """An assigned invocation that never ran: START, error lines, END, REPORT."""
@@ -410,7 +430,7 @@ class Instance:
             return
         was = self.state
         self.state = DEAD
-        for name in ("_init_timer", "_idle_timer", "_kill_timer"):
+        for name in ("_init_timer", "_idle_timer", "_kill_timer", "_sampler"):
             self._cancel(name)
         self.dispatcher.withdraw(self)
         self.polls.clear()

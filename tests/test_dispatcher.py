@@ -35,7 +35,10 @@ class FakeProcess:
     def terminate(self, grace):
         self.signals.append("TERM")
 
+    samples = 0
+
     def sample_memory(self):
+        self.samples += 1
         return 0
 
     def memory_peak_bytes(self):
@@ -354,3 +357,19 @@ def test_shutdown_refuses_and_drops_queued():
         dispatcher.submit(inv())
     dispatcher.drop_queued()
     assert queued[0].check(ShuttingDown)
+
+
+def test_memory_is_sampled_every_100ms_while_busy():
+    """With reports on, a busy group's memory is sampled every 100 ms, and not once idle."""
+    dispatcher, clock, launcher = make([], print_reports=True, timeout=10)
+    dispatcher.submit(inv())
+    [instance] = launcher.instances
+    job = results(ready(instance))[0]
+    before = instance.process.samples
+    clock.pump([0.1, 0.1, 0.1, 0.05])
+    assert instance.process.samples - before == 3
+    instance.invocation_response(job.request_id, b"", "application/json")
+    instance.next_invocation(ALIVE)
+    after = instance.process.samples
+    clock.pump([0.1] * 10)
+    assert instance.process.samples == after
