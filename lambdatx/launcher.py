@@ -16,6 +16,7 @@ from .environment import RuntimeEnvironment
 from .instance import Instance
 from .process import RuntimeProcess
 from .runtime_api import runtime_site
+from .structured import JsonLines
 
 
 def advertised_host(host: str) -> str:
@@ -54,14 +55,18 @@ class Launcher:
     def spawn(self, instance: Instance) -> RuntimeProcess:
         address = f"{self._host}:{instance.port.getHost().port}"
         env = self.environment.for_spawn(address, instance.slot, self.reactor.seconds())
+        stdout, stderr = self.stdout, self.stderr
+        if self.config.structured_logging:
+            stdout = stdout and JsonLines(stdout, 1, instance.slot)
+            stderr = stderr and JsonLines(stderr, 2, instance.slot)
         process = RuntimeProcess(
             self.reactor,
             self.config.command,
             env,
             self.config.task_root,
             instance,
-            stdout=self.stdout,
-            stderr=self.stderr,
+            stdout=stdout,
+            stderr=stderr,
         )
         try:
             process.start()

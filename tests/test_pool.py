@@ -216,3 +216,26 @@ async def test_awslambdaric_multi_concurrent_workers():
         assert len(daemon.service.dispatcher.instances) == 1
     finally:
         await daemon.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_structured_logging_wraps_runtime_output():
+    """With USE_STRUCTURED_LOGGING each runtime output line becomes one JSON event."""
+    out, err = Lines(), Lines()
+    from lambdatx.service import make_service
+    from twisted.internet import reactor
+    from daemon import bash_echo, Daemon
+
+    service = make_service(bash_echo(structured_logging=True), reactor, stdout=out, stderr=err)
+    service.startService()
+    await service.when_ready()
+    daemon = Daemon(service)
+    try:
+        _, headers, _ = await invoke_json(daemon, {"fail": True})
+        assert headers["x-amz-function-error"] == "Unhandled"
+        assert await in_thread(wait_for, lambda: b"\n" in bytes(err.data))
+        events = [json.loads(line) for line in err.data.decode().splitlines()]
+        assert events and all(e["stream"] == "stderr" and e["instance"] == 0 for e in events)
+        assert any("handler failed" in e["message"] for e in events)
+    finally:
+        await daemon.stop()
