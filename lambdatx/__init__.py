@@ -7,6 +7,8 @@ Layout
 ``config``       Config (frozen) from the environment and options; every problem at once.
 ``cli``, ``tap`` the ``lambdatx`` console script (aws-lambda-rie argv) and ``twistd lambdatx``.
 ``service``      ``make_service(config, reactor)``: listeners, dispatcher, AMQP; ordered stop.
+``lifecycle``    what the daemon's and the gateway's services share: listening, the
+                 ready/finished waiters, the shutdown grace.
 ``invoke_api``   Invoke API 2015-03-31 (Klein); ``validate`` and ``wire`` are shared with AMQP.
 ``runtime_api``  Runtime API 2018-06-01 (Klein), one listener per instance plus the shared one.
 ``dispatcher``   FIFO queue, idle-instance slots, spawn decisions, queue deadlines.

@@ -27,7 +27,6 @@ from urllib.parse import parse_qs
 from klein import Klein
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -57,6 +56,7 @@ from .invoke_api import (
     invoke_body_limit,
     invoke_too_large_response,
 )
+from .lifecycle import ServiceLifecycle
 from .validate import (
     COGNITO_IDENTITY_INVALID,
     DRY_RUN,
@@ -77,9 +77,6 @@ from .wire import REQUEST_ID, error_response, internal_error
 #: Seconds pending calls get to finish after SIGTERM (7 s + margin fits ``docker stop``'s 10 s).
 SHUTDOWN_GRACE = 7.0
 EX_UNAVAILABLE = 69
-#: Twisted's default (50) drops connection bursts (SYN retries of 1 s, 3 s, …); the kernel caps
-#: it at net.core.somaxconn.
-LISTEN_BACKLOG = 1024
 
 _CONTENT_TYPE = b"content-type"
 _RESPONSE_LENGTH = b"Content-Length"
@@ -310,14 +307,10 @@ def _path(request: Request) -> str:
     return request.path.decode("latin-1")
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # --- the service ------------------------------------------------------------------------------
 
 
-class GatewayService(Service):
+class GatewayService(ServiceLifecycle, Service):
     """The listener, the API and the broker connection; the console script and twistd run it."""
 
     log = Logger()
@@ -328,10 +321,7 @@ class GatewayService(Service):
         self.router = router or AmqpRouter(config, reactor, lambda: self.finish(EX_UNAVAILABLE))
         self.api = GatewayApi(config, self.router)
         self.port: Any = None
-        self._listen_error: ListenError | None = None
-        self._ready_waiters: list[defer.Deferred] = []
-        self._finished_waiters: list[defer.Deferred] = []
-        self._grace_cut: defer.Deferred | None = None
+        self._init_lifecycle()
         self._stopping = False
 
     def site(self) -> LambdaSite:
@@ -350,17 +340,8 @@ class GatewayService(Service):
     def listen(self) -> Any:
         """Open the listener now (idempotent); raises :class:`ListenError`."""
         if self.port is None:
-            host, port = self.config.invoke_api_host, self.config.port
-            try:
-                self.port = self.reactor.listenTCP(
-                    port, self.site(), backlog=LISTEN_BACKLOG, interface=host
-                )
-            except CannotListenError as e:
-                reason = getattr(e.socketError, "strerror", None) or str(e.socketError or e)
-                raise ListenError(_address(host, port), str(reason).lower()) from None
-            self.log.info(
-                "listening on {address}", address=_address(host, self.port.getHost().port)
-            )
+            config = self.config
+            self.port = self._listen_tcp(config.invoke_api_host, config.port, self.site())
         return self.port
 
     def startService(self) -> None:
@@ -371,46 +352,10 @@ class GatewayService(Service):
         try:
             self.listen()
         except ListenError as e:
-            self.log.critical(
-                "cannot listen on {address}: {reason}", address=e.address, reason=e.reason
-            )
-            self._listen_error = e
+            self._listen_failed(e)
         else:
             self.router.start()
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            self._fire_ready(d)
-
-    def _fire_ready(self, d: defer.Deferred) -> None:
-        if self._listen_error is not None:
-            d.errback(self._listen_error)
-        else:
-            d.callback(self)
-
-    def when_ready(self) -> defer.Deferred:
-        """Fires with the service once listening, or fails with ListenError."""
-        d: defer.Deferred = defer.Deferred()
-        if self.running:
-            self._fire_ready(d)
-        else:
-            self._ready_waiters.append(d)
-        return d
-
-    def when_finished(self) -> defer.Deferred:
-        """Fires with an exit code when the gateway ends on its own (AMQP gave up: 69)."""
-        d: defer.Deferred = defer.Deferred()
-        self._finished_waiters.append(d)
-        return d
-
-    def finish(self, code: int) -> None:
-        waiters, self._finished_waiters = self._finished_waiters, []
-        for d in waiters:
-            d.callback(code)
-
-    def skip_grace(self) -> None:
-        cut, self._grace_cut = self._grace_cut, None
-        if cut is not None and not cut.called:
-            cut.callback(None)
+        self._announce_ready()
 
     def stopService(self) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._stop())
@@ -422,29 +367,11 @@ class GatewayService(Service):
         self.api.stopping = True
         if self.port is not None:
             await defer.maybeDeferred(self.port.stopListening)
-        cut = self._grace_cut = defer.Deferred()
-        deadline = self.reactor.seconds() + SHUTDOWN_GRACE
-        while self.router.pending_count and not cut.called and self.reactor.seconds() < deadline:
-            await _first(cut, task.deferLater(self.reactor, 0.05, lambda: None))
-        self._grace_cut = None
+        await self._grace(SHUTDOWN_GRACE, lambda: bool(self.router.pending_count))
         await self.router.close()
         # Calls answered just now (G05) are written on the next turns; let them go out.
         await task.deferLater(self.reactor, 0.05, lambda: None)
         super().stopService()
-
-
-async def _first(*ds: defer.Deferred) -> None:
-    """Wait for the first of ``ds`` without consuming the others' results."""
-    waiter: defer.Deferred = defer.Deferred()
-
-    def fire(result):
-        if not waiter.called:
-            waiter.callback(None)
-        return result
-
-    for d in ds:
-        d.addBoth(fire)
-    await waiter
 
 
 def make_gateway_service(config: GatewayConfig, reactor: Any, **parts: Any) -> GatewayService:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from .dispatcher import Dispatcher
@@ -20,6 +19,7 @@ from .httpserver import LambdaSite, raw_response
 from .instance import EXIT_GRACE, ExternalRuntimes
 from .invoke_api import InvokeApi, invoke_body_limit, invoke_too_large_response
 from .launcher import Launcher
+from .lifecycle import ServiceLifecycle, first_of
 from .process import OutputSink
 from .reaper import ZombieReaper
 from .reports import Reports
@@ -28,11 +28,7 @@ from .runtime_api import runtime_site
 _PHRASES = {413: b"Request Entity Too Large"}
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class LambdaTxService(MultiService):
+class LambdaTxService(ServiceLifecycle, MultiService):
     log = Logger()
 
     def __init__(self, config, reactor, stdout=None, stderr=None):
@@ -59,10 +55,7 @@ class LambdaTxService(MultiService):
             self.amqp.setServiceParent(self)
         self.invoke_port = None
         self.runtime_port = None
-        self._listen_error: ListenError | None = None
-        self._ready_waiters: list[defer.Deferred] = []
-        self._finished_waiters: list[defer.Deferred] = []
-        self._grace_cut: defer.Deferred | None = None
+        self._init_lifecycle()
         self._stopping = False
 
     # --- start ------------------------------------------------------------------------------
@@ -80,76 +73,34 @@ class LambdaTxService(MultiService):
             on_too_large=on_too_large,
         )
 
-    def _listen(self, host: str, port: int, site):
-        try:
-            # A deep backlog: bursts of new connections must queue, not be dropped.
-            listening = self.reactor.listenTCP(port, site, backlog=1024, interface=host)
-        except CannotListenError as e:
-            reason = getattr(e.socketError, "strerror", None) or str(e.socketError or e)
-            raise ListenError(_address(host, port), str(reason).lower())
-        self.log.info(
-            "listening on {address}", address=_address(host, listening.getHost().port)
-        )
-        return listening
-
     def startService(self):
         super().startService()
         config = self.config
         try:
-            self.runtime_port = self._listen(
+            self.runtime_port = self._listen_tcp(
                 config.runtime_api_host,
                 config.runtime_api_port,
                 runtime_site(self.external, config),
             )
-            self.invoke_port = self._listen(
+            self.invoke_port = self._listen_tcp(
                 config.invoke_api_host, config.port, self._invoke_site()
             )
         except ListenError as e:
-            self.log.critical("cannot listen on {address}: {reason}", address=e.address, reason=e.reason)
-            self._listen_error = e
+            self._listen_failed(e)
             if self.runtime_port is not None:
                 self.runtime_port.stopListening()
                 self.runtime_port = None
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            self._fire_ready(d)
-
-    def _fire_ready(self, d: defer.Deferred) -> None:
-        if self._listen_error is not None:
-            d.errback(self._listen_error)
-        else:
-            d.callback(self)
-
-    def when_ready(self) -> defer.Deferred:
-        """Fires with the service once listening, or fails with ListenError."""
-        d: defer.Deferred = defer.Deferred()
-        if self.running:
-            self._fire_ready(d)
-        else:
-            self._ready_waiters.append(d)
-        return d
-
-    def when_finished(self) -> defer.Deferred:
-        """Fires with an exit code when the daemon decides to end on its own."""
-        d: defer.Deferred = defer.Deferred()
-        self._finished_waiters.append(d)
-        return d
-
-    def finish(self, code: int) -> None:
-        waiters, self._finished_waiters = self._finished_waiters, []
-        for d in waiters:
-            d.callback(code)
+        self._announce_ready()
 
     # --- stop -------------------------------------------------------------------------------
 
-    def skip_grace(self) -> None:
-        """A second signal: end the grace period now."""
-        cut, self._grace_cut = self._grace_cut, None
-        if cut is not None and not cut.called:
-            cut.callback(None)
-
     def stopService(self):
         return defer.Deferred.fromCoroutine(self._stop())
+
+    def _busy(self) -> bool:
+        """Invocations running, or queued while an instance is left that may take them."""
+        dispatcher = self.dispatcher
+        return dispatcher.running_count() != 0 or bool(dispatcher.queue and dispatcher.instances)
 
     async def _stop(self) -> None:
         if self._stopping:
@@ -163,15 +114,7 @@ class LambdaTxService(MultiService):
         if self.amqp is not None:
             await self.amqp.stop_intake()
         # 3-4. Let running invocations finish within the grace.
-        self._grace_cut = defer.Deferred()
-        deadline = self.reactor.seconds() + self.config.shutdown_grace
-        while self._grace_cut is not None and self.reactor.seconds() < deadline:
-            if dispatcher.running_count() == 0 and (
-                not dispatcher.queue or not dispatcher.instances
-            ):
-                break
-            await _first(self._grace_cut, task.deferLater(self.reactor, 0.05, lambda: None))
-        self._grace_cut = None
+        await self._grace(self.config.shutdown_grace, self._busy)
         # 5. Grace over.
         dispatcher.drop_queued()
         for instance in list(dispatcher.instances):
@@ -191,25 +134,11 @@ class LambdaTxService(MultiService):
         if self.runtime_port is not None:
             await defer.maybeDeferred(self.runtime_port.stopListening)
         # Flush runtime output and platform lines, but never hang on a stuck terminal.
-        await _first(
+        await first_of(
             defer.gatherResults([self.stdout.flushed(), self.stderr.flushed()]),
             task.deferLater(self.reactor, 2.0, lambda: None),
         )
         await defer.maybeDeferred(super().stopService)
-
-
-async def _first(*ds: defer.Deferred) -> None:
-    """Wait for the first of ``ds`` without consuming the others' results."""
-    waiter: defer.Deferred = defer.Deferred()
-
-    def fire(_):
-        if not waiter.called:
-            waiter.callback(None)
-        return _
-
-    for d in ds:
-        d.addBoth(fire)
-    await waiter
 
 
 def make_service(config, reactor, **parts) -> LambdaTxService:
