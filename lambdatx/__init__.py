@@ -10,6 +10,8 @@ Layout
 ``lifecycle``    what the daemon's and the gateway's services share: listening, the
                  ready/finished waiters, the shutdown grace.
 ``invoke_api``   Invoke API 2015-03-31 (Klein); ``validate`` and ``wire`` are shared with AMQP.
+``http_answers`` the Invoke API's HTTP side, shared with the gateway: header names, request
+                 ids, error, empty and probe answers.
 ``runtime_api``  Runtime API 2018-06-01 (Klein), one listener per instance plus the shared one.
 ``dispatcher``   FIFO queue, idle-instance slots, spawn decisions, queue deadlines.
 ``instance``     one runtime process group's state machine (starting … dead).

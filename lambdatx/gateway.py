@@ -22,7 +22,6 @@ still pending get G05), let the last answers flush.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.application.service import Service
@@ -30,7 +29,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException
 
 from .errors import (
     InvalidRequestContentException,
@@ -41,17 +40,30 @@ from .errors import (
 )
 from .gateway_amqp import AmqpRouter, FunctionNotFound, reply_response
 from .gateway_config import GatewayConfig
-from .httpserver import LambdaSite, raw_response
-from .invocation import new_request_id
-from .invoke_api import (
+from .http_answers import (
     CLIENT_CONTEXT,
     COGNITO_IDENTITY,
     CONTENT_ENCODING,
+    CONTENT_TYPE,
     INVOCATION_TYPE,
-    INVOKE_ROUTE,
     LOG_TYPE,
+    RESPONSE_LENGTH,
     TENANT_ID,
     TRACE_ID,
+    assign_request_id,
+    empty_answer,
+    error_answer,
+    last_text,
+    plain_answer,
+    query_qualifier,
+    request_method,
+    request_path,
+    routing_error_answer,
+    unexpected_error_answer,
+)
+from .httpserver import LambdaSite, raw_response
+from .invoke_api import (
+    INVOKE_ROUTE,
     FunctionNameConverter,
     invoke_body_limit,
     invoke_too_large_response,
@@ -72,16 +84,11 @@ from .validate import (
     parse_function_name,
     too_large,
 )
-from .wire import REQUEST_ID, error_response, internal_error
 
 #: Seconds pending calls get to finish after SIGTERM (7 s + margin fits ``docker stop``'s 10 s).
 SHUTDOWN_GRACE = 7.0
 EX_UNAVAILABLE = 69
 
-_CONTENT_TYPE = b"content-type"
-_RESPONSE_LENGTH = b"Content-Length"
-_TEXT_PLAIN = [b"text/plain; charset=utf-8"]
-_REQUEST_ID_ATTR = "lambdatx_request_id"
 _OPENFAAS_PATHS = frozenset((b"/_/health", b"/_/ready"))
 _PHRASES = {413: b"Request Entity Too Large"}
 
@@ -104,7 +111,7 @@ class GatewayApi:
 
     @app.route(INVOKE_ROUTE, methods=["POST"], merge_slashes=False)
     async def invoke(self, request: Request, function_name: str) -> bytes:
-        request_id = _assign_request_id(request)
+        request_id = assign_request_id(request)
         try:
             name, qualifier, kind, payload, headers = self._check(request, function_name)
         except ServiceError as error:
@@ -116,15 +123,15 @@ class GatewayApi:
             )
             raise
         router = self._router
-        content_type = _last_raw(request, _CONTENT_TYPE)
+        content_type = _last_raw(request, CONTENT_TYPE)
         try:
             if kind == DRY_RUN:
                 if not await router.exists(name):
                     raise FunctionNotFound(name)
-                return _empty(request, 204)
+                return empty_answer(request, 204)
             if kind == EVENT:
                 await router.event(name, payload, headers, content_type, request_id)
-                return _empty(request, 202)
+                return empty_answer(request, 202)
             reply = await router.request(name, payload, headers, content_type, request_id)
         except FunctionNotFound:
             self.log.info(
@@ -138,18 +145,18 @@ class GatewayApi:
         set_header = request.responseHeaders.setRawHeaders
         for header, value in pairs:
             set_header(header, [value])
-        set_header(_RESPONSE_LENGTH, [b"%d" % len(body)])
+        set_header(RESPONSE_LENGTH, [b"%d" % len(body)])
         return body
 
     @app.route("/_/health", methods=["GET"])
     def health(self, request: Request) -> bytes:
         self._require_openfaas(request)
-        return _plain(request, not self.stopping)
+        return plain_answer(request, not self.stopping)
 
     @app.route("/_/ready", methods=["GET"])
     def ready(self, request: Request) -> bytes:
         self._require_openfaas(request)
-        return _plain(request, self._router.connected and not self.stopping)
+        return plain_answer(request, self._router.connected and not self.stopping)
 
     # --- local validation -----------------------------------------------------------------------
 
@@ -159,9 +166,9 @@ class GatewayApi:
             raise ShuttingDown()
         config = self._config
         target = parse_function_name(raw_name, config.region, config.account_id, config.partition)
-        qualifier = merge_qualifiers(target.qualifier, _query_qualifier(request))
+        qualifier = merge_qualifiers(target.qualifier, query_qualifier(request))
         get = request.requestHeaders.getRawHeaders
-        kind = check_invocation_type(_last(get(INVOCATION_TYPE)))
+        kind = check_invocation_type(last_text(get(INVOCATION_TYPE)))
         if kind == DRY_RUN:
             payload = b""
         elif getattr(request, "body_too_large", False):
@@ -175,47 +182,38 @@ class GatewayApi:
 
     def _require_openfaas(self, request: Request) -> None:
         if not self._config.enable_openfaas:
-            raise UnknownOperationException(_method(request), _path(request))
+            raise UnknownOperationException(request_method(request), request_path(request))
 
     # --- errors: the one table ----------------------------------------------------------------
 
     @app.handle_errors(ServiceError)
     def _service_error(self, request: Request, failure: Failure) -> bytes:
         # Logged where decided: local rejections in invoke(), broker failures by the router.
-        return _error(request, failure.value)
+        return error_answer(request, failure.value)
 
     @app.handle_errors(HTTPException)
     def _routing_error(self, request: Request, failure: Failure) -> bytes:
-        exception = failure.value
-        method, path = _method(request), _path(request)
-        if isinstance(exception, MethodNotAllowed) and (
-            self._config.enable_openfaas or request.path not in _OPENFAAS_PATHS
-        ):
-            self.log.debug("method not allowed {method} {path}", method=method, path=path)
-            allow = ", ".join(exception.valid_methods or ("POST",)).encode("ascii")
-            return _error(request, UnknownOperationException(method, path, allowed=True), allow)
-        self.log.debug("unknown route {method} {path}", method=method, path=path)
-        return _error(request, UnknownOperationException(method, path))
+        # The OpenFaaS routes are unknown (404, not 405) while ENABLE_OPENFAAS is off.
+        hide_405 = not self._config.enable_openfaas and request.path in _OPENFAAS_PATHS
+        return routing_error_answer(request, failure.value, self.log, hide_405)
 
     @app.handle_errors(Exception)
     def _unexpected(self, request: Request, failure: Failure) -> bytes:
-        request_id = _assign_request_id(request)
-        self.log.failure("internal error request_id={request_id}", failure, request_id=request_id)
-        return _error(request, internal_error(request_id))
+        return unexpected_error_answer(request, failure, self.log)
 
 
 def _forwarded_headers(get: Any, qualifier: str | None) -> dict[str, str]:
     """Check the invoke headers (E03, E08-E10, E14) and return those forwarded (§9)."""
-    check_content_encoding(_last(get(CONTENT_ENCODING)))
+    check_content_encoding(last_text(get(CONTENT_ENCODING)))
     table: dict[str, str] = {}
-    log_type = _last(get(LOG_TYPE))
+    log_type = last_text(get(LOG_TYPE))
     check_log_type(log_type)
     if log_type:
         table["X-Amz-Log-Type"] = log_type
-    context = _last(get(CLIENT_CONTEXT))
+    context = last_text(get(CLIENT_CONTEXT))
     if context and decode_client_context(context) is not None:
         table["X-Amz-Client-Context"] = context
-    tenant = check_tenant_id(_last(get(TENANT_ID)))
+    tenant = check_tenant_id(last_text(get(TENANT_ID)))
     if tenant is not None:
         table["X-Amz-Tenant-Id"] = tenant
     cognito = get(COGNITO_IDENTITY)
@@ -237,10 +235,6 @@ def _forwarded_headers(get: Any, qualifier: str | None) -> dict[str, str]:
 # --- small request/response helpers -----------------------------------------------------------
 
 
-def _last(values: Any) -> str | None:
-    return values[-1].decode("latin-1") if values else None
-
-
 def _last_raw(request: Request, name: bytes) -> bytes | None:
     values = request.requestHeaders.getRawHeaders(name)
     return values[-1] if values else None
@@ -252,59 +246,6 @@ def _text(value: bytes) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return value.decode("latin-1")
-
-
-def _query_qualifier(request: Request) -> str | None:
-    query = request.uri.partition(b"?")[2]
-    if not query:
-        return None
-    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("Qualifier")
-    return values[0] if values else None
-
-
-def _assign_request_id(request: Request) -> str:
-    request_id: str | None = getattr(request, _REQUEST_ID_ATTR, None)
-    if request_id is None:
-        request_id = new_request_id()
-        setattr(request, _REQUEST_ID_ATTR, request_id)
-        request.responseHeaders.setRawHeaders(REQUEST_ID, [request_id.encode("ascii")])
-    return request_id
-
-
-def _error(request: Request, error: ServiceError, allow: bytes = b"POST") -> bytes:
-    status, headers, body = error_response(error, _assign_request_id(request), allow)
-    request.setResponseCode(status)
-    set_header = request.responseHeaders.setRawHeaders
-    for name, value in headers:
-        set_header(name, [value])
-    set_header(_RESPONSE_LENGTH, [b"%d" % len(body)])
-    return body
-
-
-def _empty(request: Request, status: int) -> bytes:
-    request.setResponseCode(status)
-    request.defaultContentType = None
-    if status != 204:
-        request.responseHeaders.setRawHeaders(_RESPONSE_LENGTH, [b"0"])
-    return b""
-
-
-def _plain(request: Request, ok: bool) -> bytes:
-    _assign_request_id(request)
-    request.responseHeaders.setRawHeaders(_CONTENT_TYPE, _TEXT_PLAIN)
-    body = b"OK" if ok else b"Service Unavailable"
-    if not ok:
-        request.setResponseCode(503)
-    request.responseHeaders.setRawHeaders(_RESPONSE_LENGTH, [b"%d" % len(body)])
-    return body
-
-
-def _method(request: Request) -> str:
-    return request.method.decode("latin-1")
-
-
-def _path(request: Request) -> str:
-    return request.path.decode("latin-1")
 
 
 # --- the service ------------------------------------------------------------------------------
