@@ -61,13 +61,8 @@ from .http_answers import (
     routing_error_answer,
     unexpected_error_answer,
 )
-from .httpserver import LambdaSite, raw_response
-from .invoke_api import (
-    INVOKE_ROUTE,
-    FunctionNameConverter,
-    invoke_body_limit,
-    invoke_too_large_response,
-)
+from .httpserver import LambdaSite
+from .invoke_api import INVOKE_ROUTE, FunctionNameConverter, invoke_site
 from .lifecycle import ServiceLifecycle
 from .validate import (
     COGNITO_IDENTITY_INVALID,
@@ -90,7 +85,6 @@ SHUTDOWN_GRACE = 7.0
 EX_UNAVAILABLE = 69
 
 _OPENFAAS_PATHS = frozenset((b"/_/health", b"/_/ready"))
-_PHRASES = {413: b"Request Entity Too Large"}
 
 
 class GatewayApi:
@@ -266,17 +260,7 @@ class GatewayService(ServiceLifecycle, Service):
         self._stopping = False
 
     def site(self) -> LambdaSite:
-        limits = self.config.daemon_view
-
-        def on_too_large(request, length):
-            status, headers, body = invoke_too_large_response(limits, request, length)
-            return raw_response(status, _PHRASES.get(status, b"Error"), headers, body)
-
-        return LambdaSite(
-            self.api.app.resource(),
-            body_limit=lambda request: invoke_body_limit(limits, request),
-            on_too_large=on_too_large,
-        )
+        return invoke_site(self.api.app.resource(), self.config.daemon_view)
 
     def listen(self) -> Any:
         """Open the listener now (idempotent); raises :class:`ListenError`."""

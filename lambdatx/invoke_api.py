@@ -54,6 +54,7 @@ from lambdatx.http_answers import (
     routing_error_answer,
     unexpected_error_answer,
 )
+from lambdatx.httpserver import LambdaSite, raw_response
 from lambdatx.invocation import Outcome, new_request_id
 from lambdatx.validate import (
     COGNITO_IDENTITY_INVALID,
@@ -69,6 +70,7 @@ from lambdatx.wire import Headers, error_response, outcome_headers
 _EVENT = EVENT.encode("ascii")
 _DRY_RUN = DRY_RUN.encode("ascii")
 _OPENFAAS_PATHS = frozenset((b"/", b"/_/health", b"/_/ready"))
+_PHRASES = {413: b"Request Entity Too Large"}
 
 INVOKE_ROUTE = "/2015-03-31/functions/<function_name:function_name>/invocations"
 
@@ -111,6 +113,23 @@ def invoke_too_large_response(
     """The 413 (E12/E13) for a body of ``length`` bytes, with a fresh request id."""
     error = too_large(config, _invocation_type(request) == _EVENT, length)
     return error_response(error, getattr(request, REQUEST_ID_ATTR, None) or new_request_id())
+
+
+def invoke_site(resource: Any, config: Config) -> LambdaSite:
+    """
+    The site serving an Invoke API ``resource``: bodies bounded by :func:`invoke_body_limit`,
+    an oversized ``Content-Length`` answered 413 before the upload.
+    """
+
+    def on_too_large(request: Request, length: int) -> bytes:
+        status, headers, body = invoke_too_large_response(config, request, length)
+        return raw_response(status, _PHRASES.get(status, b"Error"), headers, body)
+
+    return LambdaSite(
+        resource,
+        body_limit=lambda request: invoke_body_limit(config, request),
+        on_too_large=on_too_large,
+    )
 
 
 def _too_large_length(request: Request, limit: int) -> int:

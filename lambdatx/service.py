@@ -15,17 +15,14 @@ from twisted.logger import Logger
 
 from .dispatcher import Dispatcher
 from .errors import ListenError
-from .httpserver import LambdaSite, raw_response
 from .instance import EXIT_GRACE, ExternalRuntimes
-from .invoke_api import InvokeApi, invoke_body_limit, invoke_too_large_response
+from .invoke_api import InvokeApi, invoke_site
 from .launcher import Launcher
 from .lifecycle import ServiceLifecycle, first_of
 from .process import OutputSink
 from .reaper import ZombieReaper
 from .reports import Reports
 from .runtime_api import runtime_site
-
-_PHRASES = {413: b"Request Entity Too Large"}
 
 
 class LambdaTxService(ServiceLifecycle, MultiService):
@@ -60,19 +57,6 @@ class LambdaTxService(ServiceLifecycle, MultiService):
 
     # --- start ------------------------------------------------------------------------------
 
-    def _invoke_site(self) -> LambdaSite:
-        config = self.config
-
-        def on_too_large(request, length):
-            status, headers, body = invoke_too_large_response(config, request, length)
-            return raw_response(status, _PHRASES.get(status, b"Error"), headers, body)
-
-        return LambdaSite(
-            self.invoke_api.app.resource(),
-            body_limit=lambda request: invoke_body_limit(config, request),
-            on_too_large=on_too_large,
-        )
-
     def startService(self):
         super().startService()
         config = self.config
@@ -83,7 +67,9 @@ class LambdaTxService(ServiceLifecycle, MultiService):
                 runtime_site(self.external, config),
             )
             self.invoke_port = self._listen_tcp(
-                config.invoke_api_host, config.port, self._invoke_site()
+                config.invoke_api_host,
+                config.port,
+                invoke_site(self.invoke_api.app.resource(), config),
             )
         except ListenError as e:
             self._listen_failed(e)
