@@ -47,9 +47,9 @@ from .http_answers import (
     CONTENT_TYPE,
     INVOCATION_TYPE,
     LOG_TYPE,
-    RESPONSE_LENGTH,
     TENANT_ID,
     TRACE_ID,
+    answer,
     assign_request_id,
     empty_answer,
     error_answer,
@@ -135,12 +135,7 @@ class GatewayApi:
             )
             raise function_not_found(self._config.function_arn(name), qualifier) from None
         status, pairs, body = reply_response(reply.properties, reply.body, request_id)
-        request.setResponseCode(status)
-        set_header = request.responseHeaders.setRawHeaders
-        for header, value in pairs:
-            set_header(header, [value])
-        set_header(RESPONSE_LENGTH, [b"%d" % len(body)])
-        return body
+        return answer(request, status, pairs, body)
 
     @app.route("/_/health", methods=["GET"])
     def health(self, request: Request) -> bytes:

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from lambdatx.errors import ServiceError, UnknownOperationException
 from lambdatx.invocation import new_request_id
-from lambdatx.wire import REQUEST_ID, error_response, internal_error
+from lambdatx.wire import REQUEST_ID, Headers, error_response, internal_error
 
 # Request header names, lowercase as twisted.web stores them.
 INVOCATION_TYPE = b"x-amz-invocation-type"
@@ -40,7 +40,7 @@ RESPONSE_LENGTH = b"Content-Length"
 #: Request attribute holding the request id once one is assigned.
 REQUEST_ID_ATTR = "lambdatx_request_id"
 _ZERO = [b"0"]
-_TEXT_PLAIN = [b"text/plain; charset=utf-8"]
+_TEXT_PLAIN = b"text/plain; charset=utf-8"
 
 
 # --- reading a request --------------------------------------------------------------------
@@ -83,15 +83,21 @@ def assign_request_id(request: Request) -> str:
 # --- answers --------------------------------------------------------------------------------
 
 
-def error_answer(request: Request, error: ServiceError, allow: bytes = b"POST") -> bytes:
-    """Answer ``error`` (errors.md E01-E18); ``allow`` is the ``Allow`` value of a 405."""
-    status, headers, body = error_response(error, assign_request_id(request), allow)
+def answer(request: Request, status: int, headers: Headers, body: bytes) -> bytes:
+    """Status, headers and ``body``, with its ``Content-Length``."""
     request.setResponseCode(status)
     set_header = request.responseHeaders.setRawHeaders
     for name, value in headers:
         set_header(name, [value])
+    # A known length spares the caller chunked decoding (twisted.web chunks otherwise).
     set_header(RESPONSE_LENGTH, [b"%d" % len(body)])
     return body
+
+
+def error_answer(request: Request, error: ServiceError, allow: bytes = b"POST") -> bytes:
+    """Answer ``error`` (errors.md E01-E18); ``allow`` is the ``Allow`` value of a 405."""
+    status, headers, body = error_response(error, assign_request_id(request), allow)
+    return answer(request, status, headers, body)
 
 
 def empty_answer(request: Request, status: int) -> bytes:
@@ -107,12 +113,9 @@ def empty_answer(request: Request, status: int) -> bytes:
 def plain_answer(request: Request, ok: bool) -> bytes:
     """An OpenFaaS probe's answer: 200 ``OK`` or 503 ``Service Unavailable``."""
     assign_request_id(request)
-    request.responseHeaders.setRawHeaders(CONTENT_TYPE, _TEXT_PLAIN)
-    body = b"OK" if ok else b"Service Unavailable"
-    if not ok:
-        request.setResponseCode(503)
-    request.responseHeaders.setRawHeaders(RESPONSE_LENGTH, [b"%d" % len(body)])
-    return body
+    if ok:
+        return answer(request, 200, [(CONTENT_TYPE, _TEXT_PLAIN)], b"OK")
+    return answer(request, 503, [(CONTENT_TYPE, _TEXT_PLAIN)], b"Service Unavailable")
 
 
 def routing_error_answer(

@@ -40,9 +40,9 @@ from lambdatx.http_answers import (
     INVOCATION_TYPE,
     LOG_TYPE,
     REQUEST_ID_ATTR,
-    RESPONSE_LENGTH,
     TENANT_ID,
     TRACE_ID,
+    answer,
     assign_request_id,
     empty_answer,
     error_answer,
@@ -223,13 +223,7 @@ class InvokeApi:
             )
             return empty_answer(request, 202)
         outcome: Outcome = await submitted
-        set_header = request.responseHeaders.setRawHeaders
-        for name, value in outcome_headers(outcome, config):
-            set_header(name, [value])
-        body = outcome.body
-        # A known length spares the caller chunked decoding (twisted.web chunks otherwise).
-        set_header(RESPONSE_LENGTH, [b"%d" % len(body)])
-        return body
+        return answer(request, 200, outcome_headers(outcome, config), outcome.body)
 
     def _event_finished(self, outcome: Outcome, request_id: str) -> None:
         if outcome.function_error:
