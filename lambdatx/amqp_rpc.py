@@ -47,6 +47,7 @@ from .amqp_session import Delivery, Session
 from .amqp_uri import parse_amqp_uri
 from .errors import ServiceError, ShuttingDown
 from .invocation import new_request_id
+from .lifecycle import Waiters
 from .wire import internal_error
 
 #: How long closing waits for the last replies to be confirmed and acked.
@@ -95,7 +96,7 @@ class AmqpRpc(Service, Handlers):
         #: Replies finished while disconnected, by (reply_to, correlation_id): sent on reconnect.
         self._kept: OrderedDict[tuple, tuple[Any, Reply]] = OrderedDict()
         self._unconfirmed = 0
-        self._ready_waiters: list[defer.Deferred] = []
+        self._ready_waiters = Waiters()
         self._stopping = False
         #: Counters for tests and operators: deliveries received, consumer (re)starts.
         self.deliveries = 0
@@ -115,12 +116,9 @@ class AmqpRpc(Service, Handlers):
 
     def when_ready(self) -> defer.Deferred:
         """Fires when the consumer is (or next becomes) ready."""
-        d: defer.Deferred = defer.Deferred()
         if self._session is not None and self._session.alive:
-            d.callback(None)
-        else:
-            self._ready_waiters.append(d)
-        return d
+            return defer.succeed(None)
+        return self._ready_waiters.wait()
 
     async def _ready(self, protocol) -> None:
         protocol.handlers = self
@@ -136,9 +134,7 @@ class AmqpRpc(Service, Handlers):
             queue=self.config.function_name,
             prefetch=self.config.capacity,
         )
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            d.callback(None)
+        self._ready_waiters.fire(None)
 
     def _lost(self, reason: Failure) -> None:
         session, self._session = self._session, None

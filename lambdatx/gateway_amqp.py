@@ -33,6 +33,7 @@ from .amqp_client import Closed, Handlers, Nacked
 from .amqp_connector import AmqpConnector, connection_name
 from .amqp_uri import parse_amqp_uri
 from .errors import ServiceException
+from .lifecycle import Waiters
 from .wire import (
     APPLICATION_JSON,
     CONTENT_TYPE,
@@ -163,7 +164,7 @@ class AmqpRouter(Handlers):
         )
         self._expiration = b"%d" % max(1, round(config.timeout * 1000))
         self._session: _Session | None = None
-        self._ready_waiters: list[defer.Deferred] = []
+        self._ready_waiters = Waiters()
         self._closing = False
         #: Whether G03 was logged since the connection went away (once per outage).
         self._unavailable_logged = False
@@ -187,12 +188,9 @@ class AmqpRouter(Handlers):
 
     def when_ready(self) -> defer.Deferred:
         """Fires when the router is (or next becomes) connected."""
-        d: defer.Deferred = defer.Deferred()
         if self.connected:
-            d.callback(None)
-        else:
-            self._ready_waiters.append(d)
-        return d
+            return defer.succeed(None)
+        return self._ready_waiters.wait()
 
     async def _ready(self, protocol) -> None:
         protocol.handlers = self
@@ -210,9 +208,7 @@ class AmqpRouter(Handlers):
         self.sessions += 1
         self._unavailable_logged = False
         self.log.info("AMQP gateway ready uri={uri}", uri=self._connector.uri.display())
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            d.callback(None)
+        self._ready_waiters.fire(None)
 
     def _session_lost(self, session: _Session, why: str | None = None) -> None:
         """Every call published on a lost connection or channel gets G05 (it may have run)."""

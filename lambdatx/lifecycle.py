@@ -11,6 +11,10 @@ ordered ``stopService`` of its parts, and calls the mixin's steps from them:
 * ``finish(code)`` fires every ``when_finished`` waiter (the service ends on its own).
 * ``_grace(seconds, busy)`` waits while ``busy()``, at most ``seconds``; ``skip_grace()`` (a
   second signal) ends it at once.
+
+:class:`Waiters` is the one way of waiting for the next occurrence of something (also the AMQP
+consumer's and the gateway router's ``when_ready``): a fresh Deferred per caller, all fired
+together after the state they announce is set, then forgotten.
 """
 
 from __future__ import annotations
@@ -48,6 +52,29 @@ async def first_of(*ds: defer.Deferred) -> None:
     await waiter
 
 
+class Waiters:
+    """Callers waiting for the next occurrence of one event; each has its own Deferred."""
+
+    def __init__(self) -> None:
+        self._waiting: list[defer.Deferred] = []
+
+    def wait(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def fire(self, result: Any) -> None:
+        """Fire every waiter with ``result`` (take-then-clear: new waiters wait for the next)."""
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(result)
+
+    def fail(self, error: BaseException) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(error)
+
+
 class ServiceLifecycle:
     """
     Mixin for a ``Service`` with ``reactor`` and ``log`` attributes; call
@@ -60,8 +87,8 @@ class ServiceLifecycle:
 
     def _init_lifecycle(self) -> None:
         self._listen_error: ListenError | None = None
-        self._ready_waiters: list[defer.Deferred] = []
-        self._finished_waiters: list[defer.Deferred] = []
+        self._ready_waiters = Waiters()
+        self._finished_waiters = Waiters()
         self._grace_cut: defer.Deferred | None = None
 
     # --- start ------------------------------------------------------------------------------
@@ -85,37 +112,27 @@ class ServiceLifecycle:
 
     def _announce_ready(self) -> None:
         """Fire the ``when_ready`` waiters; called once ``startService`` has listened."""
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            self._fire_ready(d)
-
-    def _fire_ready(self, d: defer.Deferred) -> None:
         if self._listen_error is not None:
-            d.errback(self._listen_error)
+            self._ready_waiters.fail(self._listen_error)
         else:
-            d.callback(self)
+            self._ready_waiters.fire(self)
 
     def when_ready(self) -> defer.Deferred:
         """Fires with the service once listening, or fails with ListenError."""
-        d: defer.Deferred = defer.Deferred()
-        if self.running:
-            self._fire_ready(d)
-        else:
-            self._ready_waiters.append(d)
-        return d
+        if not self.running:
+            return self._ready_waiters.wait()
+        if self._listen_error is not None:
+            return defer.fail(self._listen_error)
+        return defer.succeed(self)
 
     # --- end --------------------------------------------------------------------------------
 
     def when_finished(self) -> defer.Deferred:
         """Fires with an exit code when the service decides to end on its own."""
-        d: defer.Deferred = defer.Deferred()
-        self._finished_waiters.append(d)
-        return d
+        return self._finished_waiters.wait()
 
     def finish(self, code: int) -> None:
-        waiters, self._finished_waiters = self._finished_waiters, []
-        for d in waiters:
-            d.callback(code)
+        self._finished_waiters.fire(code)
 
     async def _grace(self, seconds: float, busy: Callable[[], bool]) -> None:
         """Wait while ``busy()``, for ``seconds`` at most or until :meth:`skip_grace`."""
