@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .errors import ShuttingDown, TooManyRequestsException
+from .errors import ServiceException, ShuttingDown, TooManyRequestsException
 from .invocation import Invocation, Outcome, timed_out
 from .reports import LogTail, Reports
 
@@ -127,6 +127,8 @@ class Dispatcher:
         #: Live instances (starting ... draining), the ones that count toward MAX_CONCURRENCY.
         self.instances: list = []
         self.shutting_down = False
+        #: The shared listener's runtimes (lambdatx.instance.ExternalRuntimes), if any.
+        self.external = None
         self._recheck = None
         self._timeout = config.timeout
         self._max = config.max_concurrency
@@ -172,7 +174,9 @@ class Dispatcher:
             if not instance.has_free_poll():
                 return
         if self.shutting_down:
-            instance.drain()
+            # No new work; an instance that holds nothing is stopped, the others finish first.
+            if not instance.held_count():
+                instance.drain()
         elif instance not in self.idle:
             self.idle.append(instance)
 
@@ -224,7 +228,16 @@ class Dispatcher:
         instance = self._spawn(self, job, self._free_slot())
         job.instance = instance
         self.instances.append(instance)
-        instance.start()
+        try:
+            instance.start()
+        except Exception:
+            # E.g. no file descriptor left for the listener: the function did not run.
+            self.log.failure("could not start a runtime request_id={request_id}", request_id=job.request_id)
+            instance.abandon()
+            self.instances.remove(instance)
+            job.state = DONE
+            if not job.caller.called:
+                job.caller.errback(ServiceException(f"Internal error (request {job.request_id})."))
 
     def _enqueue(self, job: Job) -> None:
         self.queue.append(job)
@@ -291,17 +304,19 @@ class Dispatcher:
     def stop_intake(self) -> None:
         """No new invocations, no new instances; idle instances are drained."""
         self.shutting_down = True
-        for instance in list(self.idle):
-            instance.drain()
         self.idle.clear()
         for instance in list(self.instances):
-            if instance.is_idle():
+            if instance.is_idle() and not instance.held_count() and instance.assigned is None:
                 instance.drain()
 
     def running_count(self) -> int:
-        return sum(i.held_count() for i in self.instances) + sum(
+        """Invocations dispatched or assigned and not complete (spawned and external runtimes)."""
+        count = sum(i.held_count() for i in self.instances) + sum(
             1 for i in self.instances if i.assigned is not None
         )
+        if self.external is not None:
+            count += self.external.held_count()
+        return count
 
     def withdraw_queued(self, predicate: Callable[[Invocation], bool]) -> list[Invocation]:
         """

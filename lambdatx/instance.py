@@ -37,6 +37,8 @@ STARTING, INITIALISING, IDLE, BUSY, DRAINING, DEAD = (
 
 #: Seconds a runtime gets to exit by itself after /init/error, and between TERM and KILL.
 EXIT_GRACE = 2.0
+#: How many timed-out request ids an instance remembers for the 410 answer.
+TIMED_OUT_MEMORY = 1000
 #: Seconds between memory samples of a group holding an invocation (when reports are wanted).
 MEMORY_SAMPLE_INTERVAL = 0.1
 
@@ -65,7 +67,8 @@ class Instance:
         self.init_errored = False
         self.init_ms: Optional[float] = None
         self.exit_status = None
-        self.timed_out_ids: set[str] = set()
+        #: Recently timed-out ids (multi-concurrent and external): late posts get 410.
+        self.timed_out_ids: dict[str, None] = {}
         self.process = None
         self.port = None
         self.spawned_at = 0.0
@@ -86,7 +89,12 @@ class Instance:
 
     def about_to_poll(self) -> bool:
         """Classic ``busy/responded``: it will most likely poll again at once."""
-        return self.state == BUSY and self.responded and self.multi is None
+        return (
+            self.state == BUSY
+            and self.responded
+            and self.multi is None
+            and self._killed_for is None
+        )
 
     def is_idle(self) -> bool:
         return self.state == IDLE
@@ -101,6 +109,19 @@ class Instance:
         self.port = self.launcher.listen(self)
         self._init_timer = self.clock.callLater(self.config.init_budget, self._init_timeout)
         self.process = self.launcher.spawn(self)
+        job = self.assigned
+        if self.reports.wanted(job.tail if job is not None else None):
+            self.process.sample_memory()
+            self._start_sampling()
+
+    def abandon(self) -> None:
+        """``start`` failed: release what it opened; the dispatcher answers the caller."""
+        self.state = DEAD
+        self.assigned = None
+        for name in ("_init_timer", "_sampler"):
+            self._cancel(name)
+        if self.port is not None:
+            self.launcher.closed(self)
 
     def unassign(self, job: Job) -> None:
         """The cold start's caller left before init finished."""
@@ -130,6 +151,9 @@ class Instance:
 
     def next_invocation(self, is_alive: Callable[[], bool]) -> Deferred:
         state = self.state
+        if self._killed_for is not None:
+            # Timed out and SIGKILLed: a poll that was already on its way takes nothing.
+            return Deferred()
         if state == INITIALISING or state == STARTING:
             if self.init_errored:
                 raise InvalidStateTransition("Init", "Next")
@@ -217,7 +241,11 @@ class Instance:
 
     def init_error(self, body: bytes, error_type: Optional[str]) -> None:
         if self.state not in (STARTING, INITIALISING):
-            raise InvalidStateTransition("Ready" if self.state == IDLE else "Invoking", "InitError")
+            if self.state == BUSY and self.multi is None:
+                from_state = "Responded" if self.responded else "Invoking"
+            else:
+                from_state = "Ready"
+            raise InvalidStateTransition(from_state, "InitError")
         if self.init_errored:
             raise InvalidStateTransition("Init", "InitError")
         self.init_errored = True
@@ -250,9 +278,8 @@ class Instance:
             self.reports.init_report(job.tail, init_ms, "error", "Runtime.InvalidEntrypoint")
             job.status, job.error_type = "error", "Runtime.InvalidEntrypoint"
             job.dispatched_at = self.spawned_at
-            self.reports.error_lines(job.tail, job.request_id, message, job.error_type)
             self._report_failed_init(
-                job, function_failure("Runtime.InvalidEntrypoint", message), init_ms
+                job, function_failure("Runtime.InvalidEntrypoint", message), init_ms, message
             )
         self.init_errored = True
 
@@ -352,7 +379,7 @@ class Instance:
         if timer is not None and timer.active():
             timer.cancel()
         duration = (now - job.dispatched_at) * 1000
-        if job.status == "timeout":
+        if job.error_type == "Sandbox.Timedout":
             duration = min(duration, self.config.timeout * 1000)
         if self.reports.wanted(job.tail):
             memory = 0
@@ -373,18 +400,23 @@ class Instance:
 
     def _sample(self) -> None:
         self._sampler = None
-        if self.process is not None and self.held and self.state != DEAD:
+        busy = self.held or self.state in (STARTING, INITIALISING)
+        if self.process is not None and busy and self.state != DEAD:
             self.process.sample_memory()
             self._sampler = self.clock.callLater(MEMORY_SAMPLE_INTERVAL, self._sample)
 
     def _stop_sampling(self) -> None:
         self._cancel("_sampler")
 
-    def _report_failed_init(self, job: Job, outcome: Outcome, init_ms: float) -> None:
+    def _report_failed_init(
+        self, job: Job, outcome: Outcome, init_ms: float, message: Optional[str] = None
+    ) -> None:
         """An assigned invocation that never ran: START, error lines, END, REPORT."""
         job.state = RUNNING
         job.init_ms = init_ms
         self.reports.start(job.tail, job.request_id)
+        if message is not None:
+            self.reports.error_lines(job.tail, job.request_id, message, job.error_type)
         job.answer(outcome)
         self._complete(job, self.clock.seconds())
 
@@ -399,10 +431,11 @@ class Instance:
             job.answer(timed_out(job.request_id, timeout))
             if self.multi is None:
                 self._killed_for = job
+                self.dispatcher.withdraw(self)
                 self._kill()
             else:
                 self.held.pop(job.request_id, None)
-                self.timed_out_ids.add(job.request_id)
+                self._remember_timed_out(job.request_id)
                 self._complete(job, self.clock.seconds())
 
     def _init_timeout(self) -> None:
@@ -453,6 +486,8 @@ class Instance:
             self._complete(job, now)
         elif was in (STARTING, INITIALISING) and not self.init_errored:
             self.log.warn("runtime exited during init: {reason}", reason=reason)
+            init_ms = (now - self.spawned_at) * 1000
+            self.reports.init_report(None, init_ms, "error", "Runtime.ExitError")
         held = list(self.held.values())
         self.held.clear()
         for job in held:
@@ -461,20 +496,28 @@ class Instance:
                 continue
             if job.status is None:
                 job.status, job.error_type = "error", "Runtime.ExitError"
+            outcome = exit_error(job.request_id, reason)
+            self.reports.error_lines(
+                job.tail, job.request_id, _message(outcome), "Runtime.ExitError"
+            )
             if not job.answered:
                 self.log.warn(
                     "runtime exited status={reason} request_id={request_id}",
                     reason=reason,
                     request_id=job.request_id,
                 )
-                outcome = exit_error(job.request_id, reason)
-                self.reports.error_lines(job.tail, job.request_id, _message(outcome), "Runtime.ExitError")
                 job.answer(outcome)
             self._complete(job, now)
         if was == IDLE and self._killed_for is None:
             self.log.warn("idle runtime exited: {reason}", reason=reason)
         self.launcher.closed(self)
         self.dispatcher.instance_dead(self)
+
+    def _remember_timed_out(self, request_id: str) -> None:
+        ids = self.timed_out_ids
+        ids[request_id] = None
+        if len(ids) > TIMED_OUT_MEMORY:
+            del ids[next(iter(ids))]
 
     def _cancel(self, name: str) -> None:
         timer = getattr(self, name)
@@ -498,6 +541,7 @@ class ExternalRuntimes(Instance):
 
     def __init__(self, dispatcher: Dispatcher):
         super().__init__(dispatcher, None, None, -1)
+        dispatcher.external = self
         self.multi = 1 << 30
         self.state = IDLE
         self.init_ms = None
@@ -519,7 +563,10 @@ class ExternalRuntimes(Instance):
         pass
 
     def release_polls(self) -> None:
-        """Shutdown: pending external polls get 500."""
+        """
+        Grace over: pending external polls get 500, and invocations external runtimes still
+        hold are answered (nothing of theirs can be stopped; a late post gets 410).
+        """
         from .errors import RuntimeShuttingDown
 
         polls, self.polls = self.polls, deque()
@@ -527,3 +574,16 @@ class ExternalRuntimes(Instance):
         for d, _alive in polls:
             if not d.called:
                 d.errback(RuntimeShuttingDown())
+        held = list(self.held.values())
+        self.held.clear()
+        now = self.clock.seconds()
+        for job in held:
+            self._remember_timed_out(job.request_id)
+            message = (
+                f"RequestId: {job.request_id} Error: the daemon shut down before the external "
+                "runtime answered"
+            )
+            job.status, job.error_type = "error", "Runtime.ExitError"
+            self.reports.error_lines(job.tail, job.request_id, message, job.error_type)
+            job.answer(function_failure("Runtime.ExitError", message))
+            self._complete(job, now)

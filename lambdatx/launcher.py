@@ -72,7 +72,7 @@ class Launcher:
             process.start()
         except OSError as e:
             self.log.failure("could not spawn the runtime trampoline")
-            self.reactor.callLater(0, instance.exec_failed, f"fork/exec {self.config.command[0]}: {e.strerror.lower()}")
+            self.reactor.callLater(0, instance.exec_failed, f"fork/exec {self.config.command[0]}: {(e.strerror or str(e)).lower()}")
             self.reactor.callLater(0, instance.exited, None)
             return process
         self.log.info(

@@ -53,8 +53,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 log = Logger()
 
 
+_COMPACT = (",", ":")
+
+
+def _dumps(doc) -> bytes:
+    return json.dumps(doc, separators=_COMPACT).encode()
+
+
 def _doc(message: str, error_type: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+    return _dumps({"errorMessage": message, "errorType": error_type})
 
 
 def _header_bytes(value: str) -> bytes:
@@ -100,7 +107,7 @@ def error_type_for_log(header: Optional[bytes], body: bytes) -> str:
             doc = json.loads(body)
             if isinstance(doc, dict) and isinstance(doc.get("errorType"), str):
                 value = doc["errorType"]
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     if not value:
         value = "Runtime.Unknown"
@@ -112,16 +119,16 @@ def error_body(request, header: Optional[bytes]) -> bytes:
     body = request.content.getvalue()
     if not body:
         error_type = (header or b"Runtime.Unknown").decode("utf-8", "replace")
-        return json.dumps({"errorType": error_type, "errorMessage": ""}).encode()
+        return _dumps({"errorType": error_type, "errorMessage": ""})
     ctype = request.requestHeaders.getRawHeaders(b"content-type")
     if ctype and ctype[0].split(b";")[0].strip().lower() == ERROR_CAUSE_TYPE:
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return body
         if isinstance(doc, dict) and "errorCause" in doc:
             del doc["errorCause"]
-            return json.dumps(doc).encode()
+            return _dumps(doc)
     return body
 
 
@@ -135,11 +142,9 @@ def _trailer_error(trailers: dict[bytes, bytes]) -> Optional[bytes]:
             decoded = base64.b64decode(encoded, validate=True)
             json.loads(decoded)
             return decoded
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, RecursionError):
             pass
-    return json.dumps(
-        {"errorType": error_type.decode("utf-8", "replace"), "errorMessage": ""}
-    ).encode()
+    return _dumps({"errorType": error_type.decode("utf-8", "replace"), "errorMessage": ""})
 
 
 class RuntimeApi:
@@ -167,8 +172,18 @@ class RuntimeApi:
             log.warn("runtime api: invalid state transition {detail}", detail=body.decode())
         return self._answer(request, status, body)
 
-    @app.route(PREFIX + "/runtime/invocation/next", methods=["GET"])
+    @app.handle_errors(Exception)
+    def _internal(self, request, failure):
+        """A bug must not reach the runtime as an HTML page: log it, answer R07."""
+        log.failure("runtime api: internal error", failure)
+        status, body = _error_answer(failure.value)
+        return self._answer(request, status, body)
+
+    @app.route(PREFIX + "/runtime/invocation/next", methods=["GET"], merge_slashes=False)
     async def next_invocation(self, request):
+        if request.method != b"GET":
+            # werkzeug adds HEAD to GET routes; a HEAD must never take an invocation.
+            raise MethodNotAllowed(valid_methods=["GET"])
         job = await self.target.next_invocation(lambda: request.channel is not None)
         inv = job.invocation
         headers = request.responseHeaders
@@ -191,7 +206,7 @@ class RuntimeApi:
         set_header(b"content-length", [b"%d" % len(payload)])
         return payload
 
-    @app.route(PREFIX + "/runtime/invocation/<request_id>/response", methods=["POST"])
+    @app.route(PREFIX + "/runtime/invocation/<request_id>/response", methods=["POST"], merge_slashes=False)
     def invocation_response(self, request, request_id):
         if request.body_too_large:
             raise PayloadTooLarge(self.target.config.max_response_bytes)
@@ -208,12 +223,12 @@ class RuntimeApi:
                 return self._answer(request, 202, ACCEPTED)
         ctype = request.requestHeaders.getRawHeaders(b"content-type")
         content_type = "application/json"
-        if ctype and ctype[0] != FORM_TYPE:
+        if ctype and ctype[0].split(b";", 1)[0].strip().lower() != FORM_TYPE:
             content_type = ctype[0].decode("latin-1")
         self.target.invocation_response(request_id, request.content.getvalue(), content_type)
         return self._answer(request, 202, ACCEPTED)
 
-    @app.route(PREFIX + "/runtime/invocation/<request_id>/error", methods=["POST"])
+    @app.route(PREFIX + "/runtime/invocation/<request_id>/error", methods=["POST"], merge_slashes=False)
     def invocation_error(self, request, request_id):
         if request.body_too_large:
             raise PayloadTooLarge(self.target.config.max_response_bytes)
@@ -223,7 +238,7 @@ class RuntimeApi:
         self.target.invocation_error(request_id, body, error_type_for_log(header, body))
         return self._answer(request, 202, ACCEPTED)
 
-    @app.route(PREFIX + "/runtime/init/error", methods=["POST"])
+    @app.route(PREFIX + "/runtime/init/error", methods=["POST"], merge_slashes=False)
     def init_error(self, request):
         if request.body_too_large:
             raise PayloadTooLarge(self.target.config.max_response_bytes)
@@ -233,7 +248,7 @@ class RuntimeApi:
         self.target.init_error(body, error_type_for_log(header, body))
         return self._answer(request, 202, ACCEPTED)
 
-    @app.route(PREFIX + "/ping", methods=["GET"])
+    @app.route(PREFIX + "/ping", methods=["GET"], merge_slashes=False)
     def ping(self, request):
         request.setHeader(b"content-type", b"text/plain")
         request.setHeader(b"content-length", b"4")

@@ -304,6 +304,17 @@ async def test_runtime_api_ping_and_wrong_method():
         status, headers, body = await curl("-XPOST", f"{base}/runtime/invocation/next")
         assert status == 405 and "GET" in headers["allow"]
         assert json.loads(body)["errorType"] == "MethodNotAllowed"
+        status, headers, body = await curl("-I", f"{base}/runtime/invocation/next")
+        assert status == 405
+        status, headers, body = await curl("-XPOST", f"{base}/runtime//init/error", "-d", "{}")
+        assert status == 404 and json.loads(body) == {
+            "errorMessage": "Unknown Runtime API route",
+            "errorType": "NotFound",
+        }
+        status, headers, body = await curl(
+            "-XPOST", f"http://127.0.0.1:{daemon.runtime_port}/2018-06-01/runtime/invocation/x/response", "-d", "{}"
+        )
+        assert body == b'{"errorMessage":"Invalid request ID","errorType":"InvalidRequestID"}'
     finally:
         await daemon.stop()
 

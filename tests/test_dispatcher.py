@@ -15,6 +15,7 @@ from lambdatx.errors import (
     InvalidRequestID,
     InvalidStateTransition,
     InvokeTimeout,
+    ServiceException,
     ShuttingDown,
     TooManyRequestsException,
 )
@@ -284,7 +285,7 @@ def test_responded_instance_is_waited_for_rather_than_duplicated():
 
 def test_idle_instances_are_reaped_lifo():
     """The most recently idle instance gets work; one idle past the idle timeout is drained."""
-    dispatcher, clock, launcher = make(max_concurrency=2, idle_timeout=10)
+    dispatcher, clock, launcher = make(max_concurrency=2, idle_timeout=10, timeout=30)
     dispatcher.submit(inv())
     dispatcher.submit(inv())
     a, b = launcher.instances
@@ -299,6 +300,7 @@ def test_idle_instances_are_reaped_lifo():
     assert b.state == "busy" and a.state == "idle"
     clock.advance(5.1)
     assert a.state == "draining" and a.process.signals == ["TERM"]
+    job.addErrback(lambda f: f.trap(CancelledError))
     job.cancel()
 
 
@@ -373,3 +375,121 @@ def test_memory_is_sampled_every_100ms_while_busy():
     after = instance.process.samples
     clock.pump([0.1] * 10)
     assert instance.process.samples == after
+
+
+def test_shutdown_lets_multi_concurrent_invocations_finish():
+    """A multi-concurrent instance holding work with a free poll is not drained at shutdown."""
+    dispatcher, clock, launcher = make(runtime_max_concurrency=2, timeout=30)
+    caller = results(dispatcher.submit(inv()))
+    [instance] = launcher.instances
+    job = results(ready(instance))[0]
+    instance.next_invocation(ALIVE)  # the second worker polls
+    dispatcher.stop_intake()
+    assert instance.process.signals == [] and dispatcher.running_count() == 1
+    instance.invocation_response(job.request_id, b"1", "application/json")
+    assert caller[0].body == b"1"
+    instance.next_invocation(ALIVE)
+    assert instance.process.signals == ["TERM"]
+
+
+def test_external_invocations_count_and_are_answered_at_shutdown():
+    """Work held by external runtimes counts as running; at the end of the grace it is answered."""
+    dispatcher, clock, launcher = make(no_spawn=True)
+    external = ExternalRuntimes(dispatcher)
+    external.next_invocation(ALIVE)
+    caller = results(dispatcher.submit(inv()))
+    assert dispatcher.running_count() == 1
+    pending = results(external.next_invocation(ALIVE))
+    external.release_polls()
+    assert json.loads(caller[0].body)["errorType"] == "Runtime.ExitError"
+    assert pending[0].check(Exception)
+    assert dispatcher.running_count() == 0
+
+
+@pytest.mark.allow_logged_errors(types=[OSError])
+def test_failed_start_answers_500_and_frees_the_slot():
+    """When a runtime cannot even be started the caller gets ServiceException and the slot is free."""
+    dispatcher, clock, launcher = make()
+
+    def broken(instance):
+        raise OSError("no file descriptors left")
+
+    launcher.listen = broken
+    caller = results(dispatcher.submit(inv()))
+    assert caller[0].check(ServiceException)
+    assert not dispatcher.instances
+    launcher.listen = lambda instance: object()
+    dispatcher.submit(inv())
+    assert len(dispatcher.instances) == 1
+
+
+def test_poll_after_timeout_kill_takes_nothing():
+    """A /next arriving after the timeout kill is not given the next queued invocation."""
+    dispatcher, clock, launcher = make(timeout=1)
+    dispatcher.submit(inv())
+    [instance] = launcher.instances
+    job = results(ready(instance))[0]
+    instance.invocation_response(job.request_id, b"", "application/json")
+    clock.advance(1)
+    assert instance.process.signals == ["KILL"]
+    waiting = results(dispatcher.submit(inv()))
+    poll = results(instance.next_invocation(ALIVE))
+    assert poll == [] and waiting == []
+    instance.exited(ExitStatus(None, 9, False))
+    assert len(launcher.instances) == 2
+
+
+def test_init_timeout_report_uses_the_init_budget():
+    """An init timeout reports INIT_REPORT Status: timeout and a Duration of the whole wait."""
+    lines = []
+    dispatcher, clock, launcher = make(lines, timeout=1, init_timeout=2, print_reports=True)
+    caller = results(dispatcher.submit(inv()))
+    [instance] = launcher.instances
+    instance.exec_succeeded()
+    clock.advance(2)
+    assert json.loads(caller[0].body)["errorMessage"].endswith("after 2.00 seconds")
+    text = b"".join(lines).decode()
+    assert "INIT_REPORT Init Duration: 2000.00 ms\tPhase: init\tStatus: timeout" in text
+    assert "Duration: 2000.00 ms" in text.split("REPORT RequestId")[1]
+
+
+def test_init_error_after_response_names_the_responded_state():
+    """/init/error after a /response is refused from Responded."""
+    dispatcher, clock, launcher = make()
+    dispatcher.submit(inv())
+    [instance] = launcher.instances
+    job = results(ready(instance))[0]
+    instance.invocation_response(job.request_id, b"", "application/json")
+    with pytest.raises(InvalidStateTransition) as e:
+        instance.init_error(b"{}", None)
+    assert (e.value.from_state, e.value.to_state) == ("Responded", "InitError")
+
+
+def test_platform_lines_for_exec_failure_and_crash_after_response():
+    """Exec failures print INIT_REPORT then START then the error; a crash after answering prints exit lines."""
+    lines = []
+    dispatcher, clock, launcher = make(lines, print_reports=True)
+    dispatcher.submit(inv())
+    [instance] = launcher.instances
+    instance.exec_failed("fork/exec /x: permission denied")
+    instance.exited(ExitStatus(127, None, False))
+    text = b"".join(lines).decode()
+    assert text.index("INIT_REPORT") < text.index("START") < text.index("Error: fork/exec")
+    lines.clear()
+    dispatcher.submit(inv())
+    second = launcher.instances[1]
+    job = results(ready(second))[0]
+    second.invocation_response(job.request_id, b"", "application/json")
+    second.exited(ExitStatus(2, None, False))
+    text = b"".join(lines).decode()
+    assert "Runtime exited with error: exit status 2\nRuntime.ExitError" in text
+    assert "Status: error\tError Type: Runtime.ExitError" in text
+
+
+def test_runtime_error_documents_survive_hostile_bodies():
+    """Deeply nested error bodies are forwarded, never crash the route's helpers."""
+    from lambdatx.runtime_api import error_type_for_log
+
+    deep = b"[" * 100000 + b"]" * 100000
+    assert error_type_for_log(None, deep) == "Runtime.Unknown"
+    assert error_type_for_log(b"A\x01B", b"") == "AB"
