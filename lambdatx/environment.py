@@ -49,6 +49,11 @@ class RuntimeEnvironment:
             "PWD": config.task_root,
         }
         base = {**defaults, **container, **always}
+        # Passed only when set: an empty value means classic mode, for the runtime too.
+        if config.runtime_max_concurrency is None:
+            base.pop("AWS_LAMBDA_MAX_CONCURRENCY", None)
+        else:
+            base["AWS_LAMBDA_MAX_CONCURRENCY"] = str(config.runtime_max_concurrency)
         if config.handler is not None:
             base["_HANDLER"] = config.handler
         else:

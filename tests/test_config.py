@@ -599,6 +599,9 @@ def test_environment_max_concurrency():
     env = runtime_environment(config, "h:1", 0)
     assert env["AWS_LAMBDA_MAX_CONCURRENCY"] == "4"
     assert env["AWS_LAMBDA_INITIALIZATION_TYPE"] == "lambda-managed-instances"
+    empty = make_config()
+    empty.environ["AWS_LAMBDA_MAX_CONCURRENCY"] = ""
+    assert "AWS_LAMBDA_MAX_CONCURRENCY" not in runtime_environment(empty, "h:1", 0)
 
 
 def test_environment_container_stream_name_wins():
