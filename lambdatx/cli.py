@@ -5,7 +5,8 @@ It is the production entry point and owns what twistd would otherwise own: exit 
 69), daemon logging on stderr (§10) and signals (lifecycle.md §5-§6: the first SIGTERM/SIGINT
 starts the graceful shutdown, a second one skips the grace, SIGHUP is ignored).
 
-The reactor, the service factory, the streams and the way log observers and signal handlers are
+The run loop and what the gateway's console script shares are in :mod:`lambdatx.entrypoint`. The
+reactor, the service factory, the streams and the way log observers and signal handlers are
 installed can all be injected, so tests drive :func:`main` without a real daemon.
 """
 
@@ -20,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Mapping, Sequence
 
-from twisted.internet.defer import maybeDeferred
 from twisted.logger import (
     ILogFilterPredicate,
     PredicateResult,
@@ -30,18 +30,13 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     Logger,
     formatEvent,
-    globalLogBeginner,
 )
-from twisted.python.failure import Failure
 from zope.interface import provider
 
+from lambdatx import entrypoint
 from lambdatx.config import ConfigError, Config, effective_settings, load_config, problem_line
-from lambdatx.errors import ListenError
 
 LogEvent = Dict[str, Any]
-
-EX_USAGE = 64
-EX_UNAVAILABLE = 69
 
 #: aws-lambda-rie flags taking a value, recognised anywhere before ``--``.
 VALUE_FLAGS = ("--runtime-interface-emulator-address", "--runtime-api-address", "--log-level")
@@ -71,15 +66,6 @@ could not be opened or AMQP gave up, 1 internal error.
 """
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("lambdatx")
-    except Exception:  # not installed: running from a source tree
-        return "unknown"
-
-
 # --- argv ---------------------------------------------------------------------------------
 
 
@@ -97,10 +83,9 @@ class RieArgs:
 
 def parse_argv(argv: Sequence[str]) -> RieArgs:
     """Split ``argv`` (without the program name) into rie flags and the runtime command."""
-    if len(argv) == 1 and argv[0] in ("-h", "--help"):
-        return RieArgs(action="help")
-    if len(argv) == 1 and argv[0] == "--version":
-        return RieArgs(action="version")
+    action = entrypoint.help_or_version(argv)
+    if action is not None:
+        return RieArgs(action=action)
     parsed = RieArgs()
     index = 0
     while index < len(argv):
@@ -230,93 +215,10 @@ def _quiet_ports(event: LogEvent) -> Any:
     return PredicateResult.maybe
 
 
-def _begin_logging(observer: ILogObserver) -> None:
-    # stdout carries the runtimes' output and platform lines: never redirect it into the log.
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-
-
 # --- running --------------------------------------------------------------------------------
 
 
 log = Logger(namespace="lambdatx")
-
-
-class _Daemon:
-    """Runs one service on the reactor and turns what happens into an exit status."""
-
-    def __init__(
-        self,
-        reactor: Any,
-        service: Any,
-        stderr: IO[str],
-        set_signal: Callable[[int, Any], Any],
-    ):
-        self.reactor = reactor
-        self.service = service
-        self.stderr = stderr
-        self.set_signal = set_signal
-        self.exit_code = 0
-        self.stopping = False
-
-    def run(self) -> int:
-        self.service.startService()
-        self.reactor.addSystemEventTrigger("before", "shutdown", self._stop_service)
-        self.reactor.callWhenRunning(self._running)
-        self.reactor.run()
-        return self.exit_code
-
-    def _running(self) -> None:
-        # Installed after the reactor's own handlers (which twistd would install the same way),
-        # so a second signal can skip the grace instead of being ignored.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self.set_signal(signum, self._signal_received)
-        # A Python no-op, not SIG_IGN: ignored dispositions are inherited by the runtimes.
-        self.set_signal(signal.SIGHUP, lambda signum, frame: None)
-        self.service.when_ready().addErrback(self._not_ready)
-        self.service.when_finished().addCallbacks(self._finished, self._crashed)
-
-    def _signal_received(self, signum: int, frame: object) -> None:
-        self.reactor.callFromThread(self.on_signal, signum)
-
-    def on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if not self.stopping:
-            log.info("shutting down", signal=name)
-            self._end(0)
-        else:
-            log.info("second {signal}: skipping the shutdown grace period", signal=name)
-            self.service.skip_grace()
-
-    def _not_ready(self, failure: Failure) -> None:
-        if failure.check(ListenError):
-            error = failure.value
-            self.stderr.write(f"lambdatx: cannot listen on {error.address}: {error.reason}\n")
-            self.stderr.flush()
-            self._end(EX_UNAVAILABLE)
-        else:
-            self._crashed(failure)
-
-    def _finished(self, code: int) -> None:
-        if not self.stopping:
-            self._end(code)
-
-    def _crashed(self, failure: Failure) -> None:
-        log.failure("unexpected error", failure, level=LogLevel.critical)
-        self._end(1)
-
-    def _end(self, code: int) -> None:
-        if self.stopping:
-            return
-        self.exit_code = code
-        self.stopping = True
-        self.reactor.stop()
-
-    def _stop_service(self) -> Any:
-        def failed(failure: Failure) -> None:
-            log.failure("unexpected error while stopping", failure)
-            self.exit_code = 1
-
-        return maybeDeferred(self.service.stopService).addErrback(failed)
 
 
 def _log_startup(config: Config) -> None:
@@ -344,6 +246,26 @@ def _log_startup(config: Config) -> None:
         )
 
 
+def _start(
+    config: Config, reactor: Any, make_service: Callable[[Config, Any], Any] | None
+) -> tuple[Any, Any]:
+    """Log the start-up lines, then build the service (on the global reactor unless given one)."""
+    _log_startup(config)
+    if reactor is None:
+        from twisted.internet import reactor
+
+        # Orphans of runtimes are re-parented to us and reaped (lifecycle.md §5).
+        from lambdatx.reaper import become_subreaper
+
+        if os.getpid() != 1:
+            become_subreaper()
+    if make_service is None:
+        from lambdatx.service import make_service as default_factory
+
+        make_service = default_factory
+    return reactor, make_service(config, reactor)
+
+
 def main(
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -352,7 +274,7 @@ def main(
     *,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
-    begin_logging: Callable[[ILogObserver], None] = _begin_logging,
+    begin_logging: Callable[[ILogObserver], None] = entrypoint.begin_logging,
     set_signal: Callable[[int, Any], Any] = signal.signal,
 ) -> int:
     """Run the daemon; return the exit status (the console script passes it to ``sys.exit``)."""
@@ -362,36 +284,16 @@ def main(
     stderr = sys.stderr if stderr is None else stderr
     parsed = parse_argv(argv)
     if parsed.action != "run":
-        stdout.write(USAGE if parsed.action == "help" else f"lambdatx {_version()}\n")
-        return 0
+        return entrypoint.print_help_or_version(parsed.action, "lambdatx", USAGE, stdout)
     try:
         problems = parsed.problems
         config = load_config(environ, parsed.overrides, parsed.command)
     except ConfigError as error:
         problems = problems + error.problems
     if problems:
-        stderr.write("".join(line + "\n" for line in problems))
-        return EX_USAGE
+        return entrypoint.report_problems(stderr, problems)
     begin_logging(make_observer(config, stderr))
-    try:
-        _log_startup(config)
-        if reactor is None:
-            from twisted.internet import reactor
-
-            # Orphans of runtimes are re-parented to us and reaped (lifecycle.md §5).
-            from lambdatx.reaper import become_subreaper
-
-            if os.getpid() != 1:
-                become_subreaper()
-        if make_service is None:
-            from lambdatx.service import make_service as default_factory
-
-            make_service = default_factory
-        service = make_service(config, reactor)
-        return _Daemon(reactor, service, stderr, set_signal).run()
-    except Exception:
-        log.failure("unexpected error", level=LogLevel.critical)
-        return 1
+    return entrypoint.serve(lambda: _start(config, reactor, make_service), stderr, set_signal, log)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Like ``lambdatx`` it owns what twistd would otherwise own: exit codes (0 after S
 64 configuration error with every problem listed, 69 port not bound or AMQP gave up, 1 internal
 error), logging on stderr (text, or JSON with ``USE_STRUCTURED_LOGGING``) and signals (the first
 starts the graceful stop, a second one skips the grace). The run loop is the daemon's
-(:class:`lambdatx.cli._Daemon`); reactor, service factory, streams, logging and signal
+(:class:`lambdatx.entrypoint.Daemon`); reactor, service factory, streams, logging and signal
 installation can be injected for tests.
 """
 
@@ -17,13 +17,12 @@ import signal
 import sys
 from typing import IO, Any, Callable, Mapping, Sequence
 
-from twisted.logger import ILogObserver, LogLevel, Logger, globalLogBeginner
+from twisted.logger import ILogObserver, Logger
 
-from lambdatx.cli import _Daemon, make_observer
+from lambdatx import entrypoint
+from lambdatx.cli import make_observer
 from lambdatx.config import ConfigError, problem_line
 from lambdatx.gateway_config import GatewayConfig, load_gateway_config
-
-EX_USAGE = 64
 
 USAGE = """\
 usage: lambdatx-server [--help | --version]
@@ -47,17 +46,17 @@ broker gave up, 1 internal error. Equivalent to `twistd -n lambdatx-server`.
 log = Logger(namespace="lambdatx.gateway")
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
+def _start(
+    config: GatewayConfig, reactor: Any, make_service: Callable[[GatewayConfig, Any], Any] | None
+) -> tuple[Any, Any]:
+    """The gateway service (on the global reactor unless given one)."""
+    if reactor is None:
+        from twisted.internet import reactor
+    if make_service is None:
+        from lambdatx.gateway import make_gateway_service
 
-        return version("lambdatx")
-    except Exception:  # not installed: running from a source tree
-        return "unknown"
-
-
-def _begin_logging(observer: ILogObserver) -> None:
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+        make_service = make_gateway_service
+    return reactor, make_service(config, reactor)
 
 
 def main(
@@ -68,7 +67,7 @@ def main(
     *,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
-    begin_logging: Callable[[ILogObserver], None] = _begin_logging,
+    begin_logging: Callable[[ILogObserver], None] = entrypoint.begin_logging,
     set_signal: Callable[[int, Any], Any] = signal.signal,
 ) -> int:
     """Run the gateway; return the exit status (the console script passes it to ``sys.exit``)."""
@@ -76,12 +75,9 @@ def main(
     environ = os.environ if environ is None else environ
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    if list(argv) in (["-h"], ["--help"]):
-        stdout.write(USAGE)
-        return 0
-    if list(argv) == ["--version"]:
-        stdout.write(f"lambdatx-server {_version()}\n")
-        return 0
+    action = entrypoint.help_or_version(argv)
+    if action is not None:
+        return entrypoint.print_help_or_version(action, "lambdatx-server", USAGE, stdout)
     problems = [
         problem_line("argument", arg, "lambdatx-server takes no arguments (use the environment)")
         for arg in argv
@@ -91,21 +87,9 @@ def main(
     except ConfigError as error:
         problems += error.problems
     if problems:
-        stderr.write("".join(line + "\n" for line in problems))
-        return EX_USAGE
+        return entrypoint.report_problems(stderr, problems)
     begin_logging(make_observer(config.daemon_view, stderr))
-    try:
-        if reactor is None:
-            from twisted.internet import reactor
-        if make_service is None:
-            from lambdatx.gateway import make_gateway_service
-
-            make_service = make_gateway_service
-        service = make_service(config, reactor)
-        return _Daemon(reactor, service, stderr, set_signal).run()
-    except Exception:
-        log.failure("unexpected error", level=LogLevel.critical)
-        return 1
+    return entrypoint.serve(lambda: _start(config, reactor, make_service), stderr, set_signal, log)
 
 
 if __name__ == "__main__":
