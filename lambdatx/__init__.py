@@ -7,7 +7,7 @@ Layout
 ``config``       Config (frozen) from the environment and options; every problem at once.
 ``cli``, ``tap`` the ``lambdatx`` console script (aws-lambda-rie argv) and ``twistd lambdatx``.
 ``entrypoint``   what the daemon's and the gateway's entry points share: exit codes, --help and
-                 --version, problem lines, the console scripts' run loop.
+                 --version, problem lines, the console scripts' run loop, twistd options.
 ``service``      ``make_service(config, reactor)``: listeners, dispatcher, AMQP; ordered stop.
 ``lifecycle``    what the daemon's and the gateway's services share: listening, the
                  ready/finished waiters, the shutdown grace.

@@ -9,17 +9,23 @@ What the entry points of the daemon (``lambdatx``, ``twistd lambdatx``) and of t
 * :class:`Daemon`: the console scripts' run loop. It owns what twistd would otherwise own:
   signals (the first SIGTERM/SIGINT starts the graceful stop, a second one skips the grace,
   SIGHUP is ignored) and the exit status.
+* :class:`ConfigOptions`: twistd options that override the environment, loaded into one config
+  before twistd starts anything; a configuration error exits 64 there too.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-from typing import IO, Any, Callable, Sequence
+import sys
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import ILogObserver, LogLevel, Logger, globalLogBeginner
+from twisted.python import usage
 from twisted.python.failure import Failure
 
+from lambdatx.config import ConfigError
 from lambdatx.errors import ListenError
 
 EX_USAGE = 64
@@ -169,3 +175,42 @@ class Daemon:
             self.exit_code = 1
 
         return maybeDeferred(self.service.stopService).addErrback(failed)
+
+
+# --- twistd ---------------------------------------------------------------------------------
+
+
+def option_lists(
+    parameters: Sequence[tuple[str, str, str]], flags: Sequence[tuple[str, str]]
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """``optParameters`` and ``optFlags`` for settings given as (option, variable[, default])."""
+    return (
+        [
+            [option, None, None, f"Overrides {variable} (default: {default})."]
+            for option, variable, default in parameters
+        ],
+        [[option, None, f"Overrides {variable} (presence = true)."] for option, variable in flags],
+    )
+
+
+class ConfigOptions(usage.Options):
+    """twistd options overriding the environment; ``postOptions`` leaves the loaded ``config``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: Any = None
+
+    def overrides(self) -> dict[str, object]:
+        """The options given, in the form the configuration loaders take."""
+        return {key: value for key, value in self.items() if value not in (None, 0, False)}
+
+    def load(self, environ: Mapping[str, str], overrides: dict[str, object]) -> Any:
+        """The configuration from ``environ`` and ``overrides``; raises ``ConfigError``."""
+        raise NotImplementedError
+
+    def postOptions(self) -> None:
+        try:
+            self.config = self.load(os.environ, self.overrides())
+        except ConfigError as error:
+            # twistd turns UsageError into exit 1; the contract is 64 (EX_USAGE).
+            raise SystemExit(report_problems(sys.stderr, error.problems))

@@ -9,27 +9,24 @@ signals and exit codes, except that configuration errors exit 64 as the console 
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.application.service import IService
-from twisted.python import usage
 
-from lambdatx.config import OPTION_FLAGS, OPTION_PARAMETERS, Config, ConfigError, load_config
+from lambdatx.config import OPTION_FLAGS, OPTION_PARAMETERS, Config, load_config
+from lambdatx.entrypoint import ConfigOptions, option_lists
+
+_PARAMETERS, _FLAGS = option_lists(OPTION_PARAMETERS, OPTION_FLAGS)
 
 
-class Options(usage.Options):
+class Options(ConfigOptions):
     synopsis = "[options] [-- COMMAND [ARGS...]]"
     longdesc = (
         "Every option overrides the environment variable named in its help; the command after "
         "'--' runs verbatim (--handler is not appended to it)."
     )
 
-    optParameters = [
-        [option, None, None, f"Overrides {variable} (default: {default})."]
-        for option, variable, default in OPTION_PARAMETERS
-    ] + [
+    optParameters = _PARAMETERS + [
         ["runtime-interface-emulator-address", None, None,
          "HOST:PORT of the Invoke API (aws-lambda-rie flag)."],
         ["runtime-api-address", None, None,
@@ -37,10 +34,7 @@ class Options(usage.Options):
         ["handler", None, None, "The handler exported to runtimes as _HANDLER (default: "
          "AWS_LAMBDA_FUNCTION_HANDLER, _HANDLER, or the command's last argument)."],
     ]  # fmt: skip
-    optFlags = [
-        [option, None, f"Overrides {variable} (presence = true)."]
-        for option, variable in OPTION_FLAGS
-    ] + [
+    optFlags = _FLAGS + [
         ["no-json-validation", None, "Pass any request bytes (LAMBDATX_VALIDATE_JSON=false)."],
         ["enable-init-caching", None, "Accepted and ignored (aws-lambda-rie flag)."],
     ]
@@ -48,23 +42,12 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self.command: tuple[str, ...] = ()
-        self.config: Config | None = None
 
     def parseArgs(self, *command: str) -> None:
         self.command = command
 
-    def overrides(self) -> dict[str, object]:
-        """The options given, in the form :func:`~lambdatx.config.load_config` takes."""
-        return {key: value for key, value in self.items() if value not in (None, 0, False)}
-
-    def postOptions(self) -> None:
-        try:
-            self.config = load_config(os.environ, self.overrides(), self.command)
-        except ConfigError as error:
-            sys.stderr.write("".join(line + "\n" for line in error.problems))
-            sys.stderr.flush()
-            # twistd turns UsageError into exit 1; the contract is 64 (EX_USAGE).
-            raise SystemExit(64)
+    def load(self, environ: Mapping[str, str], overrides: dict[str, object]) -> Config:
+        return load_config(environ, overrides, self.command)
 
 
 def makeService(options: Options) -> IService:
