@@ -73,7 +73,8 @@ REMOVED_VARIABLES: frozenset[str] = frozenset(
 #: RabbitMQ's default consumer acknowledgement timeout (amqp-rpc.md §6).
 AMQP_ACK_TIMEOUT = 1800.0
 
-_MASK = "***"
+#: What a secret is shown as (logs, problem lines).
+MASK = "***"
 
 
 def is_removed_variable(name: str) -> bool:
@@ -203,6 +204,11 @@ def _matching(pattern: re.Pattern[str], shown: str) -> Callable[[str], str]:
     return parse
 
 
+#: ``AWS_REGION``, ``AWS_ACCOUNT_ID`` (the daemon's and the gateway's).
+parse_region = _matching(_REGION, "[a-z]{2}(-[a-z]+)+-[0-9]+")
+parse_account_id = _matching(_ACCOUNT_ID, "12 digits")
+
+
 def _integer_at_least(minimum: int) -> Callable[[str], int]:
     return lambda text: parse_integer(text, minimum)
 
@@ -211,7 +217,7 @@ def _seconds(positive: bool) -> Callable[[str], float]:
     return lambda text: parse_seconds(text, positive)
 
 
-def _amqp_uri(text: str) -> str:
+def parse_amqp_uri_text(text: str) -> str:
     """``AMQP_URI`` is checked here, with everything else, and kept as text."""
     try:
         parse_amqp_uri(text)
@@ -234,7 +240,7 @@ def mask_uri(uri: str) -> str:
     user, colon, _password = rest[:at].partition(":")
     if not colon:
         return uri
-    return f"{scheme}://{user}:{_MASK}@{rest[at + 1:]}"
+    return f"{scheme}://{user}:{MASK}@{rest[at + 1:]}"
 
 
 # --- the settings table (§3, §4) ---------------------------------------------------------
@@ -254,7 +260,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("PORT", "port", "port", parse_port),
     _Setting("RUNTIME_API_HOST", "runtime-api-host", "runtime_api_host", parse_host),
     _Setting("RUNTIME_API_PORT", "runtime-api-port", "runtime_api_port", parse_port),
-    _Setting("AMQP_URI", "amqp-uri", "amqp_uri", _amqp_uri, secret=True),
+    _Setting("AMQP_URI", "amqp-uri", "amqp_uri", parse_amqp_uri_text, secret=True),
     _Setting("AMQP_USERNAME", None, "amqp_username", str),
     _Setting("AMQP_PASSWORD", None, "amqp_password", str, secret=True),
     _Setting("MAX_CONCURRENCY", "max-concurrency", "max_concurrency", _integer_at_least(1)),
@@ -270,12 +276,12 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting(
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "memory-size", "memory_size", _integer_at_least(1)
     ),
-    _Setting("AWS_REGION", "region", "region", _matching(_REGION, "[a-z]{2}(-[a-z]+)+-[0-9]+")),
+    _Setting("AWS_REGION", "region", "region", parse_region),
     _Setting("LOG_LEVEL", "log-level", "log_level", parse_log_level),
     _Setting("USE_STRUCTURED_LOGGING", "structured-logging", "structured_logging", parse_boolean),
     _Setting("PRINT_REPORTS", "print-reports", "print_reports", parse_boolean),
     _Setting("ENABLE_OPENFAAS", "enable-openfaas", "enable_openfaas", parse_boolean),
-    _Setting("AWS_ACCOUNT_ID", "account-id", "account_id", _matching(_ACCOUNT_ID, "12 digits")),
+    _Setting("AWS_ACCOUNT_ID", "account-id", "account_id", parse_account_id),
     _Setting("LAMBDATX_QUEUE_LIMIT", "queue-limit", "queue_limit", _integer_at_least(0)),
     _Setting("LAMBDATX_INIT_TIMEOUT", "init-timeout", "init_timeout", _seconds(True)),
     _Setting("LAMBDATX_SHUTDOWN_GRACE", "shutdown-grace", "shutdown_grace", _seconds(False)),
@@ -319,8 +325,11 @@ def _option_table() -> tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, 
     return parameters, flags
 
 
-class _Reader:
-    """Reads one setting: option over variable over default; empty counts as unset."""
+class SettingsReader:
+    """
+    Reads settings (the daemon's and the gateway's): option over variable over default; empty
+    counts as unset. Collects the problems, secrets masked.
+    """
 
     def __init__(self, environ: Mapping[str, str], overrides: Mapping[str, object]):
         self.environ = environ
@@ -352,7 +361,7 @@ class _Reader:
 
     def problem(self, label: str, value: object, reason: str, secret: bool = False) -> None:
         if secret:
-            value = mask_uri(str(value)) if label in ("AMQP_URI", "--amqp-uri") else _MASK
+            value = mask_uri(str(value)) if label in ("AMQP_URI", "--amqp-uri") else MASK
         self.problems.append(problem_line(label, value, reason))
 
 
@@ -462,7 +471,7 @@ def load_config(
     """
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     overrides, address_problems = _expand_addresses(dict(overrides or {}))
-    reader = _Reader(environ, overrides)
+    reader = SettingsReader(environ, overrides)
     reader.problems.extend(address_problems)
     values: dict[str, object] = {}
     for setting in _SETTINGS:
@@ -473,7 +482,7 @@ def load_config(
         values["validate_json"] = False
     values["pass_env"] = _pass_env(reader)
     values["task_root"] = _task_root(reader, cwd)
-    _check_credentials(reader, values)
+    check_credentials(reader, values)
     handler, handler_label = _handler(reader, argv_command)
     values["handler"] = handler
     warnings: list[str] = []
@@ -510,7 +519,7 @@ def _expand_addresses(overrides: dict[str, object]) -> tuple[dict[str, object], 
     return overrides, problems
 
 
-def _pass_env(reader: _Reader) -> tuple[str, ...]:
+def _pass_env(reader: SettingsReader) -> tuple[str, ...]:
     found = reader.raw("LAMBDATX_PASS_ENV", "pass-env")
     if found is None:
         return ()
@@ -527,7 +536,7 @@ def _pass_env(reader: _Reader) -> tuple[str, ...]:
     return tuple(name for name in names if name not in refused)
 
 
-def _task_root(reader: _Reader, cwd: str) -> str:
+def _task_root(reader: SettingsReader, cwd: str) -> str:
     found = reader.raw("LAMBDA_TASK_ROOT", None)
     if found is None:
         return cwd
@@ -538,7 +547,8 @@ def _task_root(reader: _Reader, cwd: str) -> str:
     return path
 
 
-def _check_credentials(reader: _Reader, values: dict[str, object]) -> None:
+def check_credentials(reader: SettingsReader, values: dict[str, object]) -> None:
+    """AMQP_USERNAME and AMQP_PASSWORD come together."""
     user, password = values.get("amqp_username"), values.get("amqp_password")
     if user is not None and password is None:
         reader.problem("AMQP_USERNAME", user, "AMQP_PASSWORD must be set too")
@@ -546,7 +556,7 @@ def _check_credentials(reader: _Reader, values: dict[str, object]) -> None:
         reader.problem("AMQP_PASSWORD", password, "AMQP_USERNAME must be set too", secret=True)
 
 
-def _handler(reader: _Reader, command: Sequence[str]) -> tuple[str | None, str]:
+def _handler(reader: SettingsReader, command: Sequence[str]) -> tuple[str | None, str]:
     """The handler and where it came from (§6, first that applies)."""
     for variable, option in (
         (None, "handler"),
@@ -565,7 +575,7 @@ def _handler(reader: _Reader, command: Sequence[str]) -> tuple[str | None, str]:
 
 
 def _function_name(
-    reader: _Reader,
+    reader: SettingsReader,
     values: dict[str, object],
     handler: str | None,
     handler_label: str,
@@ -610,7 +620,7 @@ def _function_name(
 
 
 def _command(
-    reader: _Reader,
+    reader: SettingsReader,
     values: dict[str, object],
     command: Sequence[str],
     environ: Mapping[str, str],
@@ -681,7 +691,7 @@ def _hosts_overlap(a: str, b: str) -> bool:
     return False
 
 
-def _check_ports(reader: _Reader, config: Config) -> None:
+def _check_ports(reader: SettingsReader, config: Config) -> None:
     if config.port == config.runtime_api_port != 0 and _hosts_overlap(
         config.invoke_api_host, config.runtime_api_host
     ):
@@ -745,7 +755,7 @@ def effective_settings(config: Config) -> dict[str, object]:
         if name in ("environ", "warnings"):
             continue
         if name == "amqp_password" and value is not None:
-            value = _MASK
+            value = MASK
         elif name == "amqp_uri" and value is not None:
             value = mask_uri(value)
         shown[name] = value

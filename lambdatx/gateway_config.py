@@ -14,34 +14,34 @@ accepted in its place, with a warning: in an env file shared with daemons it wou
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Mapping
 
-from lambdatx.amqp_uri import AmqpUriError, parse_amqp_uri, uri_warnings
+from lambdatx.amqp_uri import uri_warnings
 from lambdatx.config import (
+    MASK,
     Config,
     ConfigError,
+    SettingsReader,
     ValueProblem,
+    check_credentials,
     mask_uri,
+    parse_account_id,
+    parse_amqp_uri_text,
     parse_boolean,
     parse_host,
     parse_integer,
     parse_log_level,
     parse_port,
+    parse_region,
     parse_seconds,
-    problem_line,
 )
 
 #: The Go daemon's gateway default without its ``heartbeat=0`` (which lambdatx would honour).
 DEFAULT_AMQP_URI = "amqp://localhost:5672/?connection_attempts=20&retry_delay=10"
 #: RabbitMQ's default consumer ack timeout: no function can be held longer than this.
 DEFAULT_TIMEOUT = 1800.0
-
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
-_ACCOUNT_ID = re.compile(r"[0-9]{12}")
-_MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class GatewayConfig:
             "port": self.port,
             "amqp_uri": mask_uri(self.amqp_uri),
             "amqp_username": self.amqp_username,
-            "amqp_password": None if self.amqp_password is None else _MASK,
+            "amqp_password": None if self.amqp_password is None else MASK,
             "timeout": self.timeout,
             "region": self.region,
             "account_id": self.account_id,
@@ -107,23 +107,6 @@ class GatewayConfig:
             "max_request_bytes": self.max_request_bytes,
             "max_event_bytes": self.max_event_bytes,
         }
-
-
-def _matching(pattern: re.Pattern[str], shown: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if not pattern.fullmatch(text):
-            raise ValueProblem(f"must match {shown}")
-        return text
-
-    return parse
-
-
-def _amqp_uri(text: str) -> str:
-    try:
-        parse_amqp_uri(text)
-    except AmqpUriError as error:
-        raise ValueProblem(str(error)) from None
-    return text
 
 
 def _positive_seconds(text: str) -> float:
@@ -138,12 +121,12 @@ def _bytes_limit(text: str) -> int:
 SETTINGS: tuple[tuple[str, str | None, str, Callable[[str], object], bool], ...] = (
     ("INVOKE_API_HOST", "invoke-api-host", "invoke_api_host", parse_host, False),
     ("PORT", "port", "port", parse_port, False),
-    ("AMQP_URI", "amqp-uri", "amqp_uri", _amqp_uri, True),
+    ("AMQP_URI", "amqp-uri", "amqp_uri", parse_amqp_uri_text, True),
     ("AMQP_USERNAME", None, "amqp_username", str, False),
     ("AMQP_PASSWORD", None, "amqp_password", str, True),
     ("LAMBDATX_GATEWAY_TIMEOUT", "timeout", "timeout", _positive_seconds, False),
-    ("AWS_REGION", "region", "region", _matching(_REGION, "[a-z]{2}(-[a-z]+)+-[0-9]+"), False),
-    ("AWS_ACCOUNT_ID", "account-id", "account_id", _matching(_ACCOUNT_ID, "12 digits"), False),
+    ("AWS_REGION", "region", "region", parse_region, False),
+    ("AWS_ACCOUNT_ID", "account-id", "account_id", parse_account_id, False),
     ("LOG_LEVEL", "log-level", "log_level", parse_log_level, False),
     ("USE_STRUCTURED_LOGGING", "structured-logging", "structured_logging", parse_boolean, False),
     ("ENABLE_OPENFAAS", "enable-openfaas", "enable_openfaas", parse_boolean, False),
@@ -178,26 +161,15 @@ def load_gateway_config(
     without dashes, as ``usage.Options`` stores them), or raise ``ConfigError`` with every
     problem.
     """
-    overrides = overrides or {}
-    problems: list[str] = []
+    reader = SettingsReader(environ, overrides or {})
     values: dict[str, object] = {}
-    found: set[str] = set()
     for variable, option, name, parse, secret in SETTINGS:
-        raw = _raw(environ, overrides, variable, option)
-        if raw is None:
-            continue
-        label, value = raw
-        found.add(variable)
-        if isinstance(value, bool):
+        value = reader.get(variable, option, parse, secret)
+        if value is not None:
             values[name] = value
-            continue
-        try:
-            values[name] = parse(str(value))
-        except ValueProblem as problem:
-            problems.append(problem_line(label, _shown(label, value, secret), problem.reason))
     warnings: list[str] = []
     legacy = environ.get(LEGACY_TIMEOUT)
-    if legacy and "LAMBDATX_GATEWAY_TIMEOUT" not in found:
+    if legacy and reader.raw("LAMBDATX_GATEWAY_TIMEOUT", "timeout") is None:
         try:
             values["timeout"] = _positive_seconds(legacy)
             warnings.append(
@@ -205,33 +177,11 @@ def load_gateway_config(
                 "set LAMBDATX_GATEWAY_TIMEOUT instead (a daemon's T would be too short here)"
             )
         except ValueProblem as problem:
-            problems.append(problem_line(LEGACY_TIMEOUT, legacy, problem.reason))
-    user, password = values.get("amqp_username"), values.get("amqp_password")
-    if user is not None and password is None:
-        problems.append(problem_line("AMQP_USERNAME", user, "AMQP_PASSWORD must be set too"))
-    if password is not None and user is None:
-        problems.append(problem_line("AMQP_PASSWORD", _MASK, "AMQP_USERNAME must be set too"))
-    if problems:
-        raise ConfigError(problems)
+            reader.problem(LEGACY_TIMEOUT, legacy, problem.reason)
+    check_credentials(reader, values)
+    if reader.problems:
+        raise ConfigError(reader.problems)
     config = GatewayConfig(**values)  # type: ignore[arg-type]
-    warnings.extend(uri_warnings(config.amqp_uri, user is not None and password is not None))
+    both = config.amqp_username is not None and config.amqp_password is not None
+    warnings.extend(uri_warnings(config.amqp_uri, both))
     return GatewayConfig(**values, warnings=tuple(warnings))  # type: ignore[arg-type]
-
-
-def _raw(
-    environ: Mapping[str, str], overrides: Mapping[str, object], variable: str, option: str | None
-) -> tuple[str, object] | None:
-    """Option over variable; an empty value counts as unset."""
-    if option is not None:
-        value = overrides.get(option)
-        if value is not None and value is not False and value != "":
-            return f"--{option}", value
-    if environ.get(variable):
-        return variable, environ[variable]
-    return None
-
-
-def _shown(label: str, value: object, secret: bool) -> object:
-    if not secret:
-        return value
-    return mask_uri(str(value)) if label in ("AMQP_URI", "--amqp-uri") else _MASK
