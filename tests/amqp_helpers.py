@@ -1,4 +1,5 @@
-"""pika clients for the AMQP-RPC tests (run in threads; every wait is bounded)."""
+"""pika clients for the AMQP-RPC tests (run in threads; every wait is bounded), in-process
+daemons on the broker, and bounded waits on the reactor."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pika
+from twisted.internet import reactor, task
 
 from conftest import AMQP_URI
+from daemon import config, start
 
 HERE = Path(__file__).resolve().parent
 RT = HERE / "bootstraps" / "rt.py"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+#: Fast reconnects for the tests.
+URI = AMQP_URI + "?retry_delay=0.5"
 
 
 def queue_name(test_name: str) -> str:
@@ -181,6 +186,30 @@ def close_connections(name: str) -> int:
     for pid in pids:
         rabbitmqctl("close_connection", pid, "closed by test")
     return len(pids)
+
+
+# --- in-process daemons, on the reactor ---------------------------------------------------------
+
+
+async def within(d, seconds: float):
+    d.addTimeout(seconds, reactor)
+    return await d
+
+
+async def wait_until(predicate, seconds: float, step: float = 0.05) -> bool:
+    deadline = reactor.seconds() + seconds
+    while not predicate():
+        if reactor.seconds() >= deadline:
+            return False
+        await task.deferLater(reactor, step, lambda: None)
+    return True
+
+
+async def amqp_daemon(name: str, **overrides):
+    """An in-process daemon for function (and queue) ``name``, once its consumer is ready."""
+    daemon = await start(config(function_name=name, amqp_uri=URI, **overrides))
+    await within(daemon.service.amqp.when_ready(), 20)
+    return daemon
 
 
 # --- the daemon as a real process ---------------------------------------------------------------

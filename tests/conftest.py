@@ -4,8 +4,9 @@
   does for free). Opt out with ``@pytest.mark.allow_logged_errors`` (any failure) or
   ``@pytest.mark.allow_logged_errors(types=[SomeError, ...])`` (only those); the ``log_events``
   fixture holds the events for inspection either way.
-* Tests marked ``amqp`` (or using the ``rabbitmq`` fixture) need RabbitMQ on 127.0.0.1:5672: they
-  skip without it, but fail when ``LAMBDATX_REQUIRE_AMQP`` is set, as in CI (``.ci/run``).
+* Tests marked ``amqp`` (or using the ``rabbitmq`` or ``queue`` fixture) need RabbitMQ on
+  127.0.0.1:5672: they skip without it, but fail when ``LAMBDATX_REQUIRE_AMQP`` is set, as in CI
+  (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,19 @@ def rabbitmq() -> str:
     """The broker's AMQP URI, once it is known to answer."""
     require_rabbitmq()
     return AMQP_URI
+
+
+@pytest.fixture
+def queue(request):
+    """A queue (and function) named after the test, deleted before and after it."""
+    require_rabbitmq()
+    # Imported here: amqp_helpers imports this module (and pika).
+    from amqp_helpers import delete_queue, queue_name
+
+    name = queue_name(request.node.name)
+    delete_queue(name)
+    yield name
+    delete_queue(name)
 
 
 @pytest.fixture(scope="session")

@@ -10,21 +10,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task, threads
 
-from amqp_helpers import DaemonProcess, Request, delete_queue, queue_counts, queue_name, rpc
-from conftest import AMQP_URI, require_rabbitmq
+from amqp_helpers import DaemonProcess, Request, queue_counts, rpc
+from conftest import AMQP_URI
 from daemon import config, in_thread, start
 
 pytestmark = pytest.mark.amqp
-
-
-@pytest.fixture
-def queue(request):
-    """A queue (and function) named after the test, deleted before and after it."""
-    require_rabbitmq()
-    name = queue_name(request.node.name)
-    delete_queue(name)
-    yield name
-    delete_queue(name)
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 
 from amqp_helpers import (
+    URI,
     Request,
+    amqp_daemon,
     close_connection_from_port,
     close_connections,
     connection_pids,
@@ -20,39 +22,15 @@ from amqp_helpers import (
     delete_queue,
     publish_only,
     queue_counts,
-    queue_name,
     rabbitmqctl,
     rpc,
     collect,
+    wait_until,
+    within,
 )
-from conftest import AMQP_URI, require_rabbitmq
 from daemon import config, curl, in_thread, start
 
 pytestmark = pytest.mark.amqp
-
-#: Fast reconnects for the tests.
-URI = AMQP_URI + "?retry_delay=0.5"
-
-
-@pytest.fixture
-def queue(request):
-    """A queue (and function) named after the test, deleted before and after it."""
-    require_rabbitmq()
-    name = queue_name(request.node.name)
-    delete_queue(name)
-    yield name
-    delete_queue(name)
-
-
-async def within(d, seconds: float):
-    d.addTimeout(seconds, reactor)
-    return await d
-
-
-async def amqp_daemon(queue: str, **overrides):
-    daemon = await start(config(function_name=queue, amqp_uri=URI, **overrides))
-    await within(daemon.service.amqp.when_ready(), 20)
-    return daemon
 
 
 def body(reply) -> object:
@@ -254,15 +232,6 @@ async def test_http_keeps_serving_while_the_broker_is_unreachable(queue):
         assert status == 200 and json.loads(reply) == 5
     finally:
         await daemon.stop()
-
-
-async def wait_until(predicate, seconds: float, step: float = 0.05) -> bool:
-    deadline = reactor.seconds() + seconds
-    while not predicate():
-        if reactor.seconds() >= deadline:
-            return False
-        await task.deferLater(reactor, step, lambda: None)
-    return True
 
 
 def assert_each_answered(requests, replies, exactly_once=True):

@@ -16,12 +16,22 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.web.client import HTTPConnectionPool
 
-from amqp_helpers import declare, delete_queue, queue_counts, queue_name, rabbitmqctl
-from conftest import AMQP_URI, require_rabbitmq
-from daemon import config, curl, in_thread, start
+from amqp_helpers import (
+    URI,
+    amqp_daemon,
+    declare,
+    delete_queue,
+    queue_counts,
+    queue_name,
+    rabbitmqctl,
+    wait_until,
+    within,
+)
+from conftest import require_rabbitmq
+from daemon import curl, in_thread
 from lambdatx import gateway
 from lambdatx.gateway import make_gateway_service
 from lambdatx.gateway_amqp import BROKER_UNAVAILABLE, REPLY_LOST
@@ -29,8 +39,6 @@ from lambdatx.gateway_config import GatewayConfig
 
 pytestmark = pytest.mark.amqp
 
-#: Fast reconnects for the tests.
-URI = AMQP_URI + "?retry_delay=0.5"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 GATEWAY_CONNECTION = f"lambdatx-server@{socket.gethostname()}"
 SERVER = Path(sys.executable).parent / "lambdatx-server"
@@ -68,26 +76,6 @@ def names(request):
     yield pair
     for name in pair:
         delete_queue(name)
-
-
-async def within(d, seconds: float):
-    d.addTimeout(seconds, reactor)
-    return await d
-
-
-async def wait_until(predicate, seconds: float, step: float = 0.05) -> bool:
-    deadline = reactor.seconds() + seconds
-    while not predicate():
-        if reactor.seconds() >= deadline:
-            return False
-        await task.deferLater(reactor, step, lambda: None)
-    return True
-
-
-async def amqp_daemon(name: str, **overrides):
-    daemon = await start(config(function_name=name, amqp_uri=URI, **overrides))
-    await within(daemon.service.amqp.when_ready(), 20)
-    return daemon
 
 
 class Gateway:
