@@ -83,9 +83,13 @@ def assign_request_id(request: Request) -> str:
 # --- answers --------------------------------------------------------------------------------
 
 
+#: Reason phrases twisted.web does not know ("429 Unknown Status" otherwise).
+_PHRASES = {429: b"Too Many Requests"}
+
+
 def answer(request: Request, status: int, headers: Headers, body: bytes) -> bytes:
     """Status, headers and ``body``, with its ``Content-Length``."""
-    request.setResponseCode(status)
+    request.setResponseCode(status, _PHRASES.get(status))
     set_header = request.responseHeaders.setRawHeaders
     for name, value in headers:
         set_header(name, [value])

@@ -159,12 +159,17 @@ class InvokeApi:
     @app.route(INVOKE_ROUTE, methods=["POST"], merge_slashes=False)
     async def invoke(self, request: Request, function_name: str) -> bytes:
         request_id = assign_request_id(request)
+        if self._dispatcher.shutting_down:
+            # E16 for every request, DryRun and invalid ones included: nothing is looked at.
+            raise ShuttingDown()
         qualifier = resolve_function(self._config, function_name, query_qualifier(request))
         return await self._invoke(request, request_id, qualifier)
 
     @app.route("/", methods=["POST"])
     async def openfaas_invoke(self, request: Request) -> bytes:
         self._require_openfaas(request)
+        if self._dispatcher.shutting_down:
+            raise ShuttingDown()
         return await self._invoke(request, assign_request_id(request), None)
 
     @app.route("/_/health", methods=["GET"])

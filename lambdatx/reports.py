@@ -42,11 +42,13 @@ class LogTail:
 class Reports:
     """Writes platform lines to stdout (PRINT_REPORTS) and to log tails."""
 
-    def __init__(self, config, write: Callable[[bytes], None] | None = None):
+    def __init__(self, config, write: Callable[[bytes], None] | None = None, out=None):
+        """``out``: the stdout sink runtimes share (``write`` and ``at_line_boundary``)."""
         self.enabled = config.print_reports
         self.version = config.function_version
         self.memory_size = config.memory_size
-        self._write = write or self._stdout_write
+        self._out = out
+        self._write = write or (out.write if out is not None else self._stdout_write)
 
     @staticmethod
     def _stdout_write(data: bytes) -> None:
@@ -61,6 +63,10 @@ class Reports:
         if tail is not None:
             tail.add(data)
         if self.enabled:
+            out = self._out
+            if out is not None and not out.at_line_boundary:
+                # A runtime's unfinished line: platform lines start on a line of their own.
+                data = b"\n" + data
             self._write(data)
 
     def start(self, tail: LogTail | None, request_id: str) -> None:

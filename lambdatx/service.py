@@ -34,7 +34,7 @@ class LambdaTxService(ServiceLifecycle, MultiService):
         self.reactor = reactor
         self.stdout = stdout if stdout is not None else OutputSink(reactor, 1)
         self.stderr = stderr if stderr is not None else OutputSink(reactor, 2)
-        self.reports = Reports(config, write=self.stdout.write)
+        self.reports = Reports(config, out=self.stdout)
         self.launcher = Launcher(config, reactor, self.stdout, self.stderr)
         self.dispatcher = Dispatcher(
             config, reactor, self.launcher.new_instance, self.reports

@@ -196,3 +196,23 @@ def test_port_in_use_is_one_line_and_exit_69(daemon_factory):
     assert proc.returncode == 69
     assert f"lambdatx: cannot listen on 127.0.0.1:{daemon.port}: address already in use".encode() in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_dry_run_and_invalid_requests_after_sigterm_get_500(daemon_factory):
+    """Once shutdown began, DryRun and invalid requests get 500 ServiceException too."""
+    daemon = daemon_factory(AWS_LAMBDA_FUNCTION_TIMEOUT="10", LAMBDATX_SHUTDOWN_GRACE="3")
+    conn = __import__("http.client").client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    conn.request("POST", "/2015-03-31/functions/function/invocations", body=b'{"echo": 1}')
+    r = conn.getresponse()
+    r.read()
+    holder = threading.Thread(target=lambda: invoke(daemon.port, {"sleep": 1.5}))
+    holder.start()
+    time.sleep(0.3)
+    daemon.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    for headers, body in (({"X-Amz-Invocation-Type": "DryRun"}, b"{}"), ({}, b"not json")):
+        conn.request("POST", "/2015-03-31/functions/function/invocations", body=body, headers=headers)
+        r = conn.getresponse()
+        assert r.status == 500 and json.loads(r.read())["Message"] == "Service is shutting down."
+    holder.join(10)
+    assert daemon.finish() == 0
