@@ -17,6 +17,9 @@ from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task, threads
 from txamqp.content import Content
 
+from http_helpers import UUID4, header
+from http_helpers import call as treq_call
+from http_helpers import service_error as error
 from lambdatx import gateway
 from lambdatx.amqp_client import Closed, Nacked
 from lambdatx.config import ConfigError
@@ -39,7 +42,6 @@ TWISTD = BIN / "twistd"
 CONFIG = GatewayConfig()
 BASE = "http://gateway.test"
 INVOKE = BASE + "/2015-03-31/functions/{}/invocations"
-UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 
 
@@ -245,30 +247,11 @@ def router():
 
 def call(api, method, url, body=b"", headers=None):
     """One request through StubTreq; (response, body bytes)."""
-    treq = StubTreq(api.app.resource())
-    results = []
-    d = treq.request(method, url, data=body, headers=headers or {})
-    d.addCallback(lambda r: r.content().addCallback(lambda c: results.append((r, c))))
-    treq.flush()
-    assert results, "no response"
-    return results[0]
+    return treq_call(StubTreq(api.app.resource()), method, url, body, headers)
 
 
 def api(router, config=CONFIG):
     return GatewayApi(config, router)
-
-
-def header(response, name):
-    values = response.headers.getRawHeaders(name.encode())
-    return values[-1].decode() if values else None
-
-
-def error(response, content, status, error_type):
-    assert response.code == status
-    assert header(response, "x-amzn-ErrorType") == error_type
-    assert header(response, "Content-Type") == "application/json"
-    assert UUID4.fullmatch(header(response, "x-amzn-RequestId"))
-    return json.loads(content)
 
 
 def test_invoke_publishes_and_answers_with_the_reply(router):

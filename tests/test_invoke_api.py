@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import replace
 
 import pytest
@@ -13,6 +12,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.web.server import Site
 
+from http_helpers import UUID4, call, header, service_error
 from lambdatx.config import Config
 from lambdatx.errors import ShuttingDown, TooManyRequestsException
 from lambdatx.invocation import Outcome, timed_out
@@ -21,7 +21,6 @@ from lambdatx.invoke_api import InvokeApi, invoke_body_limit, invoke_too_large_r
 CONFIG = Config(function_name="echo", function_version="$LATEST")
 BASE = "http://lambda.test"
 INVOKE = BASE + "/2015-03-31/functions/{}/invocations"
-UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 class FakeDispatcher:
@@ -58,32 +57,9 @@ def client(dispatcher, config=CONFIG):
     return StubTreq(InvokeApi(config, dispatcher).app.resource())
 
 
-def call(treq, method, url, body=b"", headers=None):
-    """Make a request through StubTreq; return (response, body bytes)."""
-    results = []
-    d = treq.request(method, url, data=body, headers=headers or {})
-    d.addCallback(
-        lambda response: response.content().addCallback(
-            lambda content: results.append((response, content))
-        )
-    )
-    treq.flush()
-    assert results, "no response"
-    return results[0]
-
-
-def header(response, name):
-    values = response.headers.getRawHeaders(name.encode())
-    return values[-1].decode() if values else None
-
-
 def assert_error(response, content, status, error_type, **body):
-    assert response.code == status
-    assert header(response, "x-amzn-ErrorType") == error_type
-    assert header(response, "Content-Type") == "application/json"
-    assert UUID4.fullmatch(header(response, "x-amzn-RequestId"))
+    document = service_error(response, content, status, error_type)
     assert header(response, "X-Amz-Function-Error") is None
-    document = json.loads(content)
     for key, value in body.items():
         assert document[key] == value
     return document
