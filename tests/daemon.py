@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 from twisted.internet import reactor, threads
 
 from lambdatx.config import Config
@@ -67,8 +69,9 @@ class Daemon:
         await self.service.stopService()
 
 
-async def start(cfg: Config) -> Daemon:
-    service = make_service(cfg, reactor)
+async def start(cfg: Config, **parts) -> Daemon:
+    """The daemon, listening; ``parts`` replace its ``stdout``/``stderr`` sinks."""
+    service = make_service(cfg, reactor, **parts)
     service.startService()
     await service.when_ready()
     return Daemon(service)
@@ -119,3 +122,27 @@ def boto3_client(daemon: Daemon, read_timeout: int = 30):
 
 async def in_thread(f, *args, **kwargs):
     return await threads.deferToThread(f, *args, **kwargs)
+
+
+# --- processes (blocking: call these through in_thread) -------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    return wait_for(lambda: not alive(pid), timeout)

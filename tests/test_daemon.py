@@ -6,25 +6,21 @@ import json
 import os
 import time
 
-import psutil
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from daemon import bash_echo, boto3_client, config, curl, in_thread, invoke_json, python_echo, start
-
-
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            p = psutil.Process(pid)
-            if p.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
+from daemon import (
+    bash_echo,
+    boto3_client,
+    config,
+    curl,
+    in_thread,
+    invoke_json,
+    python_echo,
+    start,
+    wait_gone,
+)
 
 
 @pytest_twisted.ensureDeferred

@@ -14,7 +14,7 @@ import psutil
 import pytest_twisted
 from twisted.internet import defer
 
-from daemon import config, in_thread, invoke_json, python_echo, start
+from daemon import alive, config, in_thread, invoke_json, python_echo, start, wait_for
 
 
 def _post(port: int, payload: bytes, timeout: float = 60):
@@ -30,22 +30,6 @@ def _post(port: int, payload: bytes, timeout: float = 60):
 def burst(port: int, payloads: list[bytes], workers: int):
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda p: _post(port, p), payloads))
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest_twisted.ensureDeferred
@@ -169,14 +153,7 @@ class Lines:
 async def test_report_lines_parse_and_measure_memory():
     """REPORT lines parse; Max Memory Used grows by ~100 MB when a handler allocates 100 MB."""
     out = Lines()
-    from lambdatx.service import make_service
-    from twisted.internet import reactor
-    from daemon import Daemon
-
-    service = make_service(config(print_reports=True, memory_size=512), reactor, stdout=out, stderr=Lines())
-    service.startService()
-    await service.when_ready()
-    daemon = Daemon(service)
+    daemon = await start(config(print_reports=True, memory_size=512), stdout=out, stderr=Lines())
     try:
         status, headers, _ = await invoke_json(daemon, {"echo": 1})
         await invoke_json(daemon, {"allocate_mb": 100})
