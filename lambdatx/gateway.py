@@ -31,13 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
-from .errors import (
-    InvalidRequestContentException,
-    ListenError,
-    ServiceError,
-    ShuttingDown,
-    UnknownOperationException,
-)
+from .errors import ListenError, ServiceError, ShuttingDown, UnknownOperationException
 from .gateway_amqp import AmqpRouter, FunctionNotFound, reply_response
 from .gateway_config import GatewayConfig
 from .http_answers import (
@@ -51,6 +45,7 @@ from .http_answers import (
     TRACE_ID,
     answer,
     assign_request_id,
+    cognito_identity,
     empty_answer,
     error_answer,
     last_text,
@@ -62,10 +57,9 @@ from .http_answers import (
     unexpected_error_answer,
 )
 from .httpserver import LambdaSite
-from .invoke_api import INVOKE_ROUTE, FunctionNameConverter, invoke_site
+from .invoke_api import INVOKE_ROUTE, FunctionNameConverter, invoke_payload, invoke_site
 from .lifecycle import ServiceLifecycle
 from .validate import (
-    COGNITO_IDENTITY_INVALID,
     DRY_RUN,
     EVENT,
     check_cognito_identity,
@@ -77,7 +71,6 @@ from .validate import (
     function_not_found,
     merge_qualifiers,
     parse_function_name,
-    too_large,
 )
 
 #: Seconds pending calls get to finish after SIGTERM (7 s + margin fits ``docker stop``'s 10 s).
@@ -158,15 +151,7 @@ class GatewayApi:
         qualifier = merge_qualifiers(target.qualifier, query_qualifier(request))
         get = request.requestHeaders.getRawHeaders
         kind = check_invocation_type(last_text(get(INVOCATION_TYPE)))
-        if kind == DRY_RUN:
-            payload = b""
-        elif getattr(request, "body_too_large", False):
-            limit = config.max_event_bytes if kind == EVENT else config.max_request_bytes
-            length = getattr(request, "body_length", None) or limit + 1
-            raise too_large(config.daemon_view, kind == EVENT, length)
-        else:
-            content = request.content
-            payload = content.read() if content is not None else b""
+        payload = invoke_payload(request, config.daemon_view, kind)
         return target.name, qualifier, kind, payload, _forwarded_headers(get, qualifier)
 
     def _require_openfaas(self, request: Request) -> None:
@@ -205,12 +190,8 @@ def _forwarded_headers(get: Any, qualifier: str | None) -> dict[str, str]:
     tenant = check_tenant_id(last_text(get(TENANT_ID)))
     if tenant is not None:
         table["X-Amz-Tenant-Id"] = tenant
-    cognito = get(COGNITO_IDENTITY)
-    if cognito:
-        try:
-            identity = cognito[-1].decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequestContentException(COGNITO_IDENTITY_INVALID) from None
+    identity = cognito_identity(get(COGNITO_IDENTITY))
+    if identity is not None:
         check_cognito_identity(identity)
         table["X-Lambdatx-Cognito-Identity"] = identity
     trace = get(TRACE_ID)

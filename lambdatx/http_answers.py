@@ -20,8 +20,13 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from lambdatx.errors import ServiceError, UnknownOperationException
+from lambdatx.errors import (
+    InvalidRequestContentException,
+    ServiceError,
+    UnknownOperationException,
+)
 from lambdatx.invocation import new_request_id
+from lambdatx.validate import COGNITO_IDENTITY_INVALID
 from lambdatx.wire import REQUEST_ID, Headers, error_response, internal_error
 
 # Request header names, lowercase as twisted.web stores them.
@@ -49,6 +54,14 @@ _TEXT_PLAIN = b"text/plain; charset=utf-8"
 def last_text(values: Any) -> str | None:
     """The last value of a header as text (latin-1 keeps every byte), or None when absent."""
     return values[-1].decode("latin-1") if values else None
+
+
+def cognito_identity(values: Any) -> str | None:
+    """The last ``X-Lambdatx-Cognito-Identity`` value, which must be UTF-8 (E03), or None."""
+    try:
+        return values[-1].decode("utf-8") if values else None
+    except UnicodeDecodeError:
+        raise InvalidRequestContentException(COGNITO_IDENTITY_INVALID) from None
 
 
 def query_qualifier(request: Request) -> str | None:

@@ -26,7 +26,6 @@ from werkzeug.routing import BaseConverter
 
 from lambdatx.config import Config
 from lambdatx.errors import (
-    InvalidRequestContentException,
     ServiceError,
     ShuttingDown,
     TooManyRequestsException,
@@ -44,6 +43,7 @@ from lambdatx.http_answers import (
     TRACE_ID,
     answer,
     assign_request_id,
+    cognito_identity,
     empty_answer,
     error_answer,
     last_text,
@@ -57,7 +57,6 @@ from lambdatx.http_answers import (
 from lambdatx.httpserver import LambdaSite, raw_response
 from lambdatx.invocation import Outcome, new_request_id
 from lambdatx.validate import (
-    COGNITO_IDENTITY_INVALID,
     DRY_RUN,
     EVENT,
     build_invocation,
@@ -132,6 +131,18 @@ def invoke_site(resource: Any, config: Config) -> LambdaSite:
     )
 
 
+def invoke_payload(request: Request, config: Config, invocation_type: str) -> bytes:
+    """The event: empty for ``DryRun``, E12/E13 (413) when the body crossed its limit."""
+    if invocation_type == DRY_RUN:
+        return b""
+    event = invocation_type == EVENT
+    if getattr(request, "body_too_large", False):
+        limit = config.max_event_bytes if event else config.max_request_bytes
+        raise too_large(config, event, _too_large_length(request, limit))
+    content = request.content
+    return content.read() if content is not None else b""
+
+
 def _too_large_length(request: Request, limit: int) -> int:
     length = getattr(request, "body_length", None)
     if length is None:
@@ -190,19 +201,8 @@ class InvokeApi:
         invocation_type = check_invocation_type(last_text(get(INVOCATION_TYPE)))
         dry_run = invocation_type == DRY_RUN
         event = invocation_type == EVENT
-        if dry_run:
-            payload = b""
-        elif getattr(request, "body_too_large", False):
-            limit = config.max_event_bytes if event else config.max_request_bytes
-            raise too_large(config, event, _too_large_length(request, limit))
-        else:
-            content = request.content
-            payload = content.read() if content is not None else b""
-        cognito = get(COGNITO_IDENTITY)
-        try:
-            cognito_identity = cognito[-1].decode("utf-8") if cognito else None
-        except UnicodeDecodeError:
-            raise InvalidRequestContentException(COGNITO_IDENTITY_INVALID) from None
+        payload = invoke_payload(request, config, invocation_type)
+        identity = cognito_identity(get(COGNITO_IDENTITY))
         invocation = build_invocation(
             config,
             payload=payload,
@@ -211,7 +211,7 @@ class InvokeApi:
             client_context=last_text(get(CLIENT_CONTEXT)),
             trace_id=last_text(get(TRACE_ID)),
             tenant_id=last_text(get(TENANT_ID)),
-            cognito_identity=cognito_identity,
+            cognito_identity=identity,
             log_type=last_text(get(LOG_TYPE)),
             content_encoding=last_text(get(CONTENT_ENCODING)),
             request_id=request_id,
