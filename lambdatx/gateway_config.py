@@ -101,7 +101,8 @@ class GatewayConfig:
             "timeout": self.timeout,
             "region": self.region,
             "account_id": self.account_id,
-            "log_level": self.log_level,
+            # "log_*" keys belong to twisted.logger, which would overwrite this one.
+            "daemon_log_level": self.log_level,
             "structured_logging": self.structured_logging,
             "enable_openfaas": self.enable_openfaas,
             "max_request_bytes": self.max_request_bytes,

@@ -139,6 +139,10 @@ class Lines:
     def write(self, data, producer=None):
         self.data += data
 
+    @property
+    def at_line_boundary(self):
+        return not self.data or self.data.endswith(b"\n")
+
     def flushed(self):
         return defer.succeed(None)
 
