@@ -15,7 +15,8 @@ from twisted.logger import Logger
 
 from .dispatcher import Dispatcher
 from .errors import ListenError
-from .instance import EXIT_GRACE, ExternalRuntimes
+from .external import ExternalRuntimes
+from .instance import EXIT_GRACE
 from .invoke_api import InvokeApi, invoke_site
 from .launcher import Launcher
 from .lifecycle import ServiceLifecycle, first_of

@@ -19,7 +19,8 @@ from lambdatx.errors import (
     ShuttingDown,
     TooManyRequestsException,
 )
-from lambdatx.instance import ExternalRuntimes, Instance
+from lambdatx.external import ExternalRuntimes
+from lambdatx.instance import Instance
 from lambdatx.invocation import Invocation, new_request_id
 from lambdatx.process import ExitStatus
 from lambdatx.reports import Reports
